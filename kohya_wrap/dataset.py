@@ -1,0 +1,221 @@
+"""Dataset folders: scan images and captions, name every problem, and do sd-scripts' step maths."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagesize
+
+from kohya_wrap.errors import DatasetError
+from kohya_wrap.settings import Config
+
+# What sd-scripts' DreamBooth dataset globs (any case), non-recursively.
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+# Caption extensions people (and other tools) commonly leave beside images.
+KNOWN_CAPTION_EXTENSIONS = (".txt", ".caption", ".tags")
+BUCKET_STEP = 64
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    path: Path
+    size: tuple[int, int] | None  # None when the header cannot be read
+    caption: Path | None
+
+
+@dataclass(frozen=True)
+class FolderReport:
+    index: int
+    path: Path
+    repeats: int
+    is_reg: bool
+    class_token: str | None
+    images: tuple[ImageInfo, ...]
+    other_captions: tuple[Path, ...]  # captions with another extension than the configured one
+    empty_captions: tuple[Path, ...]
+
+    @property
+    def missing_captions(self) -> tuple[Path, ...]:
+        return tuple(i.path for i in self.images if i.caption is None)
+
+    @property
+    def unreadable(self) -> tuple[Path, ...]:
+        return tuple(i.path for i in self.images if i.size is None)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    images: int  # training images (without repeats)
+    images_with_repeats: int
+    reg_images_with_repeats: int
+    batch_size: int
+    batches_per_epoch: int
+    epochs: int
+    num_processes: int
+    total_steps: int
+    buckets: tuple[tuple[tuple[int, int], int], ...]  # ((width, height), images incl. repeats)
+
+    @property
+    def seaart_cost(self) -> int:
+        """SeaArt's 'stamina' measure: images × repeats × epochs."""
+        return self.images_with_repeats * self.epochs
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    folders: tuple[FolderReport, ...]
+    caption_extension: str
+
+    @property
+    def train_images(self) -> int:
+        return sum(len(f.images) for f in self.folders if not f.is_reg)
+
+    def warnings(self) -> list[str]:
+        messages = []
+        for f in self.folders:
+            missing = f.missing_captions
+            if missing and f.class_token:
+                messages.append(f"dataset.dirs.{f.index}.path: {len(missing)} of {len(f.images)} images have no "
+                                f"{self.caption_extension} caption and will be captioned '{f.class_token}': "
+                                f"{_names(missing)}")  # fmt: skip
+            elif missing:
+                messages.append(f"dataset.dirs.{f.index}.path: {len(missing)} of {len(f.images)} images have no "
+                                f"{self.caption_extension} caption and train with an empty one: {_names(missing)}; "
+                                "run `kohya-wrap tag` on the folder")  # fmt: skip
+        return messages
+
+
+def _names(paths: Sequence[Path], limit: int = 5) -> str:
+    shown = ", ".join(p.name for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def read_size(path: Path) -> tuple[int, int] | None:
+    try:
+        width, height = imagesize.get(path)
+    except (OSError, ValueError):
+        return None
+    return (int(width), int(height)) if width > 0 and height > 0 else None
+
+
+def scan_folder(index: int, folder: Path, repeats: int, is_reg: bool, class_token: str | None,
+                caption_extension: str) -> FolderReport:  # fmt: skip
+    where = f"dataset.dirs.{index}.path"
+    if not folder.exists():
+        raise DatasetError(f"{where}: folder not found: {folder}")
+    if not folder.is_dir():
+        raise DatasetError(f"{where}: not a folder: {folder}")
+    images = list_images(folder)
+    if not images:
+        nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and list_images(p))
+        hint = (f"; images are in its subfolders {', '.join(nested)}: list those in dataset.dirs" if nested
+                else "; add PNG, JPEG, WebP or BMP images")  # fmt: skip
+        raise DatasetError(f"{where}: no images in {folder}{hint}")
+    infos, other, empty = [], [], []
+    for image in images:
+        caption = image.with_suffix(caption_extension)
+        has_caption = caption.is_file()
+        if has_caption and caption.stat().st_size == 0:
+            empty.append(caption)
+        if not has_caption:
+            other.extend(alt for ext in KNOWN_CAPTION_EXTENSIONS if ext != caption_extension
+                         for alt in [image.with_suffix(ext)] if alt.is_file())  # fmt: skip
+        infos.append(ImageInfo(image, read_size(image), caption if has_caption else None))
+    return FolderReport(index, folder, repeats, is_reg, class_token, tuple(infos), tuple(other), tuple(empty))
+
+
+def scan(cfg: Config) -> DatasetReport:
+    """Read every dataset folder; raise DatasetError listing each problem by name."""
+    ext = cfg.dataset.caption_extension
+    folders = []
+    for i, d in enumerate(cfg.dataset.dirs):
+        assert d.repeats is not None
+        folders.append(scan_folder(i, Path(d.path), d.repeats, d.is_reg, d.class_token, ext))
+    problems = []
+    for f in folders:
+        where = f"dataset.dirs.{f.index}.path"
+        if f.unreadable:
+            problems.append(f"{where}: cannot read these images (corrupt or not images): {_names(f.unreadable)}")
+        if f.empty_captions:
+            problems.append(f"{where}: empty caption files make sd-scripts stop: {_names(f.empty_captions)}; "
+                            "write tags into them or delete them")  # fmt: skip
+        if f.other_captions:
+            found = sorted({p.suffix for p in f.other_captions})
+            problems.append(f"{where}: {len(f.other_captions)} images have {'/'.join(found)} captions but "
+                            f"dataset.caption_extension is {ext}, so they would be ignored; set "
+                            f"caption_extension = \"{found[0]}\" or rename them")  # fmt: skip
+    if problems:
+        raise DatasetError(*problems)
+    return DatasetReport(tuple(folders), ext)
+
+
+def bucket_resolutions(resolution: int, min_size: int, max_size: int, step: int = BUCKET_STEP) -> list[tuple[int, int]]:
+    """The bucket sizes sd-scripts predefines for a square training resolution."""
+    max_area = resolution * resolution
+    side = int(math.sqrt(max_area) // step) * step
+    resos = {(side, side)}
+    width = min_size
+    while width <= max_size:
+        height = min(max_size, int((max_area // width) // step) * step)
+        if height >= min_size:
+            resos.update({(width, height), (height, width)})
+        width += step
+    return sorted(resos)
+
+
+def assign_bucket(size: tuple[int, int], resos: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """Exact size if it is a bucket, else the bucket with the closest aspect ratio (first on ties)."""
+    if size in resos:
+        return size
+    aspect = size[0] / size[1]
+    errors = [abs(w / h - aspect) for w, h in resos]
+    return resos[errors.index(min(errors))]
+
+
+def plan_steps(cfg: Config, report: DatasetReport) -> StepPlan:
+    """Steps as sd-scripts counts them: batches per bucket, summed, times epochs, over processes."""
+    ds, bs = cfg.dataset, cfg.training.batch_size
+    assert ds.resolution is not None and ds.min_bucket_reso is not None and ds.max_bucket_reso is not None
+    resos = bucket_resolutions(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso)
+    counts: Counter[tuple[int, int]] = Counter()
+
+    def add(images: Sequence[ImageInfo], repeats: int) -> None:
+        for info in images:
+            reso = (ds.resolution, ds.resolution)
+            if ds.enable_bucket and info.size is not None:
+                reso = assign_bucket(info.size, resos)
+            counts[reso] += repeats
+
+    train = [f for f in report.folders if not f.is_reg]
+    for f in train:
+        add(f.images, f.repeats)
+    train_total = sum(len(f.images) * f.repeats for f in train)
+    reg_total = 0
+    reg = [(info, f.repeats) for f in report.folders if f.is_reg for info in f.images]
+    if reg:
+        # sd-scripts cycles regularisation images until they match the training images with repeats.
+        expanded = [info for info, repeats in reg for _ in range(repeats)]
+        for i in range(train_total):
+            add([expanded[i % len(expanded)]], 1)
+        reg_total = train_total
+    batches = sum(math.ceil(n / bs) for n in counts.values())
+    epochs, procs = cfg.training.epochs, cfg.run.num_processes
+    return StepPlan(
+        images=sum(len(f.images) for f in train),
+        images_with_repeats=train_total,
+        reg_images_with_repeats=reg_total,
+        batch_size=bs,
+        batches_per_epoch=batches,
+        epochs=epochs,
+        num_processes=procs,
+        total_steps=epochs * math.ceil(batches / procs),
+        buckets=tuple(sorted(counts.items())),
+    )
