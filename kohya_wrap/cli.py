@@ -123,9 +123,11 @@ output_name = "zdm"
 @PRESET_OPTION
 def validate(config: Path | None, overrides: tuple[str, ...], preset: str | None) -> None:
     """Check CONFIG and its dataset; print warnings and the step count. Loads no model."""
+    from kohya_wrap.doctor import model_file_problems
+
     loaded = _load(config, overrides, preset)
     report, plan = _scan(loaded)
-    _print_warnings(loaded.config.warnings() + report.warnings())
+    _print_warnings(loaded.config.warnings() + report.warnings() + model_file_problems(loaded.config))
     _print_plan(loaded, plan)
 
 
@@ -162,6 +164,115 @@ def render(config: Path | None, overrides: tuple[str, ...], preset: str | None, 
         assert output is not None
         layout = write_rendered_folder(output, loaded, plan)
     click.echo(f"rendered into {layout.root}")
+
+
+@main.command()
+@CONFIG_ARG
+@SET_OPTION
+@PRESET_OPTION
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
+              help="Continue RUN_DIR from its last saved state (no CONFIG then).")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Print the command and the rendered files; start nothing.")
+@click.option("--json", "json_lines", is_flag=True, help="Stream events as JSON lines on stdout.")
+@click.option("-v", "--verbose", is_flag=True, help="Also show sd-scripts' own output live.")
+def train(config: Path | None, overrides: tuple[str, ...], preset: str | None, resume_dir: Path | None,
+          dry_run: bool, json_lines: bool, verbose: bool) -> None:  # fmt: skip
+    """Train a LoRA with sd-scripts: new run folder, live progress, per-epoch LoRAs, report."""
+    from kohya_wrap.errors import ConfigError
+    from kohya_wrap.layout import RunLayout
+    from kohya_wrap.progress import make_view
+    from kohya_wrap.runner import execute
+    from kohya_wrap.runs import create_run
+
+    if resume_dir is not None:
+        if config is not None or overrides or preset:
+            raise ConfigError("train: --resume continues a run with its own config; drop CONFIG, --set and --preset")
+        layout = RunLayout(resume_dir.resolve())
+        execute(layout, make_view(json_lines, verbose), resume=True)
+        _finish_report(layout)
+        return
+    from kohya_wrap.doctor import model_file_problems
+
+    loaded = _load(config, overrides, preset)
+    if problems := model_file_problems(loaded.config):
+        raise ConfigError(*problems)
+    report, plan = _scan(loaded)
+    _print_warnings(loaded.config.warnings() + report.warnings())
+    if dry_run:
+        _print_dry_run(loaded, plan)
+        return
+    if not json_lines:
+        _print_plan(loaded, plan)
+    layout = create_run(loaded, plan)
+    click.echo(f"run folder: {layout.root}", err=json_lines)
+    try:
+        execute(layout, make_view(json_lines, verbose), report)
+    finally:
+        _finish_report(layout)
+
+
+def _finish_report(layout: Any) -> None:
+    """The run's report, also for failed and interrupted runs (it shows what exists)."""
+    try:
+        from kohya_wrap.report import write_report
+    except ImportError:
+        return
+    write_report(layout)
+
+
+def _print_dry_run(loaded: LoadedConfig, plan: StepPlan) -> None:
+    from kohya_wrap.launch import plan_training
+    from kohya_wrap.layout import RunLayout
+    from kohya_wrap.render import render
+    from kohya_wrap.runs import runs_dir
+
+    cfg = loaded.config
+    layout = RunLayout(runs_dir(cfg) / f"{cfg.output_name}-<timestamp>")
+    rendered = render(cfg, layout, plan)
+    _print_plan(loaded, plan)
+    for name, text in rendered.files(layout).items():
+        click.echo(f"\n--- {layout.root / name}\n{text}", nl=False)
+    click.echo("\n--- command\n" + plan_training(cfg, layout, rendered.script).command_text(), nl=False)
+
+
+@main.command()
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+def runs(runs_dir: Path) -> None:
+    """List runs with their status."""
+    from kohya_wrap.runs import list_runs
+
+    found = list_runs(runs_dir.resolve())
+    if not found:
+        click.echo(f"no runs in {runs_dir}")
+    for layout, record in found:
+        if record is None:
+            click.echo(f"{layout.root.name:40} unreadable run.json")
+            continue
+        ended = record.ended or record.started or record.created
+        click.echo(f"{layout.root.name:40} {record.status:12} {record.family:5} {record.total_steps:>6} steps  "
+                   f"{ended}  {record.reason or ''}".rstrip())  # fmt: skip
+
+
+@main.command()
+@CONFIG_ARG
+@SET_OPTION
+@PRESET_OPTION
+def doctor(config: Path | None, overrides: tuple[str, ...], preset: str | None) -> None:
+    """Check that a run can start here (sd-scripts, interpreter, GPU, model files, disk); exit 0 only if so."""
+    from kohya_wrap.doctor import diagnose
+
+    cfg = _load(config, overrides, preset).config if (config or preset) else None
+    checks = diagnose(cfg)
+    marks = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
+    for check in checks:
+        click.echo(f"{marks[check.level]}  {check.name}: {check.detail}")
+        if check.fix and check.level != "ok":
+            click.echo(f"      fix: {check.fix}")
+    failed = [c for c in checks if c.level == "fail"]
+    if failed:
+        click.echo(f"{len(failed)} problem(s) stop a run; fix them and run `kohya-wrap doctor` again", err=True)
+        raise SystemExit(2)
+    click.echo("a run can start")
 
 
 @main.command()

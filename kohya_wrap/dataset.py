@@ -95,7 +95,16 @@ def _names(paths: Sequence[Path], limit: int = 5) -> str:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """The images sd-scripts reads: its glob takes `.png` and `.PNG` but not `.Png`."""
+    return sorted(p for p in folder.iterdir() if _is_image_name(p) and p.is_file())
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.suffix in (path.suffix.lower(), path.suffix.upper())
+
+
+def _mixed_case_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_image_name(p))
 
 
 def read_size(path: Path) -> tuple[int, int] | None:
@@ -113,6 +122,10 @@ def scan_folder(index: int, folder: Path, repeats: int, is_reg: bool, class_toke
         raise DatasetError(f"{where}: folder not found: {folder}")
     if not folder.is_dir():
         raise DatasetError(f"{where}: not a folder: {folder}")
+    skipped = _mixed_case_images(folder)
+    if skipped:
+        raise DatasetError(f"{where}: sd-scripts reads only lower- or upper-case extensions (.png or .PNG) and "
+                           f"would skip {_names(skipped)}; rename them")  # fmt: skip
     images = list_images(folder)
     if not images:
         nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and list_images(p))
@@ -198,14 +211,23 @@ def plan_steps(cfg: Config, report: DatasetReport) -> StepPlan:
     for f in train:
         add(f.images, f.repeats)
     train_total = sum(len(f.images) * f.repeats for f in train)
-    reg_total = 0
     reg = [(info, f.repeats) for f in report.folders if f.is_reg for info in f.images]
-    if reg:
-        # sd-scripts cycles regularisation images until they match the training images with repeats.
-        expanded = [info for info, repeats in reg for _ in range(repeats)]
-        for i in range(train_total):
-            add([expanded[i % len(expanded)]], 1)
-        reg_total = train_total
+    reg_repeats = [0] * len(reg)
+    reg_total, first_pass = 0, True
+    # As DreamBoothDataset.__init__ does: the first pass takes each regularisation image with its
+    # folder's repeats and stops once the training count is reached (it may overshoot it); later
+    # passes add one repeat per image in turn until the count is reached.
+    while reg and reg_total < train_total:
+        for i, (_, repeats) in enumerate(reg):
+            step = repeats if first_pass else 1
+            reg_repeats[i] += step
+            reg_total += step
+            if reg_total >= train_total:
+                break
+        first_pass = False
+    for (info, _), repeats in zip(reg, reg_repeats, strict=True):
+        if repeats:
+            add([info], repeats)
     batches = sum(math.ceil(n / bs) for n in counts.values())
     epochs, procs = cfg.training.epochs, cfg.run.num_processes
     return StepPlan(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import difflib
 import os
 import tomllib
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kohya_wrap.errors import ConfigError
 from kohya_wrap.settings import Config
@@ -158,8 +161,11 @@ def compose(
             raise ConfigError("preset: must be a preset name, e.g. \"sd15-character\"")
         path = preset_path(name)
         doc = resolve_paths(read_toml(path, f"preset {name}"), path.parent)
-        doc["preset"] = name
-    return deep_merge(deep_merge(doc, user), override_doc)
+    merged = deep_merge(deep_merge(doc, user), override_doc)
+    if name is not None:
+        # --preset wins over the file's `preset`; record the one whose values were used.
+        merged["preset"] = name
+    return merged
 
 
 def validate(doc: Mapping[str, Any]) -> Config:
@@ -179,7 +185,13 @@ def load_config(
 def validation_lines(exc: ValidationError) -> list[str]:
     """Pydantic errors as `section.key: message` lines (cross-field errors already read that way)."""
     lines: list[str] = []
+    unions: dict[tuple[int | str, ...], list[Any]] = {}
     for err in exc.errors(include_url=False):
+        depth = _field_depth(err["loc"])
+        if depth < len(err["loc"]):
+            # One error per form a union accepts (`list[float]`, `literal[...]`): said once, below.
+            unions.setdefault(err["loc"][:depth], []).append(err)
+            continue
         loc = ".".join(str(part) for part in err["loc"])
         message = err["msg"]
         if err["type"] == "value_error":
@@ -194,7 +206,52 @@ def validation_lines(exc: ValidationError) -> list[str]:
             lines.extend(f"{loc}: {m}" for m in message.split("\n"))
         else:
             lines.extend(message.split("\n"))
+    for where, errors in unions.items():
+        forms = list(dict.fromkeys(_describe_form(str(err["loc"][len(where)])) for err in errors))
+        whole = [err["input"] for err in errors if len(err["loc"]) == len(where) + 1]
+        got = f", got {whole[0]!r}" if whole else ""
+        expected = ", ".join(forms[:-1]) + " or " + forms[-1] if len(forms) > 1 else forms[0]
+        lines.append(f"{'.'.join(str(part) for part in where)}: expected {expected}{got}")
     return lines
+
+
+_FORM_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+_LIST_WORDS = {"bool": "booleans", "int": "integers", "float": "numbers", "str": "strings"}
+
+
+def _describe_form(tag: str) -> str:
+    """Words for a pydantic union-member tag such as `list[float]` or `literal['all']`."""
+    if tag.startswith("literal[") and tag.endswith("]"):
+        try:
+            values = ast.literal_eval(f"[{tag[len('literal['):-1]}]")
+        except (ValueError, SyntaxError):
+            return tag
+        return "one of " + ", ".join(repr(v) for v in values)
+    if tag.startswith("list[") and tag.endswith("]"):
+        return "a list of " + _LIST_WORDS.get(tag[len("list["):-1], tag[len("list["):-1])
+    return _FORM_WORDS.get(tag, tag)
+
+
+def _field_depth(loc: tuple[int | str, ...]) -> int:
+    """How many leading parts of an error location are fields, list indices or dict keys of Config;
+    the parts after them are pydantic's tags for the members of a union."""
+    annotation: Any = Config
+    for depth, part in enumerate(loc):
+        args = tuple(a for a in typing.get_args(annotation) if a is not type(None))
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+            if len(args) > 1:
+                return depth
+            annotation = args[0]
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return len(loc)  # an unknown key: reported as such
+            annotation = field.annotation
+        elif typing.get_origin(annotation) in (list, dict):
+            annotation = typing.get_args(annotation)[-1]
+        else:
+            return len(loc)
+    return len(loc)
 
 
 def _unknown_key_message(loc: tuple[int | str, ...]) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import tomli_w
 
 from kohya_wrap import sd_args
 from kohya_wrap.dataset import StepPlan
@@ -20,6 +20,10 @@ SAVE_PRECISION = {"fp32": "float", "fp16": "fp16", "bf16": "bf16"}
 # Adafactor's relative_step mode ignores the LR and scheduler; SeaArt users set both and expect them used.
 ADAFACTOR_FIXED_LR = {"relative_step": False, "scale_parameter": False, "warmup_init": False}
 HEADER = "# Written by kohya_wrap from config.toml; edit the config, not this file.\n"
+# sd-scripts reads both TOML files with the `toml` package (0.10.2), which splits lines and arrays on
+# these characters even inside quoted strings; as \uXXXX escapes they reach it only after the split.
+_TOML_STRUCTURE = frozenset("\"',#[]{}=")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,8 @@ class Rendered:
     def files(self, layout: RunLayout) -> dict[str, str]:
         """File name (inside the run folder) → exact text."""
         files = {
-            layout.dataset_toml.name: HEADER + tomli_w.dumps(self.dataset),
-            layout.train_toml.name: HEADER + tomli_w.dumps(self.training),
+            layout.dataset_toml.name: HEADER + toml_document(self.dataset, layout.dataset_toml.name),
+            layout.train_toml.name: HEADER + toml_document(self.training, layout.train_toml.name),
             layout.accelerate.name: accelerate_yaml(self.accelerate),
         }
         if self.prompts:
@@ -45,13 +49,87 @@ class Rendered:
         return {k: v for section in self.training.values() for k, v in section.items()}
 
 
+def toml_string(text: str) -> str:
+    """A TOML basic string that tomllib and sd-scripts' toml 0.10.2 both read back as exactly `text`."""
+    if text == '"' or text.startswith('""'):
+        # toml 0.10.2 takes a value that starts with two quotes for a triple-quoted one, however escaped.
+        raise ValueError("toml 0.10.2 cannot read back a string that starts with two double quotes")
+    out: list[str] = []
+    previous = ""
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif char in _TOML_STRUCTURE or char < " " or char == "\x7f" or (previous == "\\" and char in "uU"):
+            # A u or U after a backslash would read as the start of a \u escape in toml 0.10.2.
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+        previous = char
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)  # 1e-05, 0.0001, inf, nan: all TOML floats
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
+
+
+def toml_document(doc: Mapping[str, Any], name: str) -> str:
+    """TOML for sd-scripts: scalars and flat arrays, tables, arrays of tables; never inline tables.
+
+    tomli_w's output is valid TOML, but toml 0.10.2 misreads some of its strings (a value that starts
+    with a comma inside an array, an apostrophe inside an inline table), so sd-scripts' files are
+    written here, in the subset that reader handles.
+    """
+    lines: list[str] = []
+
+    def table(path: tuple[str, ...], header: str | None, body: Mapping[str, Any]) -> None:
+        if header is not None:
+            lines.extend(["", header] if lines else [header])
+        nested: list[tuple[str, Any]] = []
+        for key, value in body.items():
+            if not _BARE_KEY.match(key):
+                raise ValueError(f"{name}: key {key!r} is not a bare TOML key")
+            if isinstance(value, Mapping) or (
+                isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value)
+            ):
+                nested.append((key, value))
+                continue
+            try:
+                lines.append(f"{key} = {toml_value(value)}")
+            except ValueError as exc:
+                where = ".".join((*path, key))
+                raise ConfigError(f"render: {where} = {value!r} cannot be written into {name}: {exc}; "
+                                  "change it") from None  # fmt: skip
+        for key, value in nested:
+            dotted = ".".join((*path, key))
+            if isinstance(value, Mapping):
+                table((*path, key), f"[{dotted}]", value)
+            else:
+                for item in value:
+                    table((*path, key), f"[[{dotted}]]", item)
+
+    table((), None, doc)
+    return "\n".join(lines) + "\n"
+
+
 def config_hash(cfg: Config) -> str:
     """Short, stable hash of the resolved config (written into the LoRA metadata and run.json)."""
     return hashlib.sha256(cfg.model_dump_json().encode("utf-8")).hexdigest()[:16]
 
 
 def warmup_steps(cfg: Config, plan: StepPlan) -> int:
-    return round(plan.total_steps * cfg.optimizer.warmup_percent / 100)
+    """`lr_warmup_steps` in scheduler steps: accelerate steps the scheduler once per process per step, so
+    sd-scripts schedules over max_train_steps × processes (`get_scheduler_fix`) and so must the warmup."""
+    return round(plan.total_steps * plan.num_processes * cfg.optimizer.warmup_percent / 100)
 
 
 def render_dataset(cfg: Config) -> dict[str, Any]:
@@ -82,7 +160,8 @@ def render_dataset(cfg: Config) -> dict[str, Any]:
 def optimizer_arg_text(key: str, value: OptimizerArg) -> str:
     """`key=value` whose value sd-scripts' ast.literal_eval reads back as the same Python value."""
     if isinstance(value, list):
-        text = ",".join(repr(float(v)) for v in value)
+        # A tuple literal: "()" when empty and a trailing comma for one value, or literal_eval returns a float.
+        text = ",".join(repr(float(v)) for v in value) + ("," if len(value) == 1 else "") if value else "()"
     else:
         text = repr(value)
     return f"{key}={text}"
@@ -300,4 +379,6 @@ def render(cfg: Config, layout: RunLayout, plan: StepPlan) -> Rendered:
     if problems:
         # Our own keys failing the contract is a bug in kohya_wrap, never something the user can fix.
         raise RuntimeError(f"kohya_wrap rendered arguments outside the sd-scripts contract: {problems}")
-    return Rendered(script, render_dataset(cfg), training, render_prompts(cfg), render_accelerate(cfg))
+    rendered = Rendered(script, render_dataset(cfg), training, render_prompts(cfg), render_accelerate(cfg))
+    rendered.files(layout)  # a value the TOML writer refuses fails here, before any file is written
+    return rendered

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import PurePath
@@ -201,6 +202,10 @@ class OptimizerSettings(Strict):
                 raise ValueError(f"'{key}' is not a valid argument name")
             if isinstance(arg, str) and ("=" in arg or "\n" in arg):
                 raise ValueError(f"the value of '{key}' cannot contain '=' or a newline")
+            numbers = arg if isinstance(arg, list) else [arg]
+            if any(isinstance(n, float) and not math.isfinite(n) for n in numbers):
+                # sd-scripts reads these with ast.literal_eval, which has no literal for inf or nan.
+                raise ValueError(f"the value of '{key}' must be a finite number")
         return value
 
 

@@ -86,7 +86,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    # The per-test reason is easy to miss among other skips; say it once where nobody can.
+    # The per-test reason is easy to miss among other skips; say it once where nobody can miss it.
     if sd_scripts_problem.cache_info().currsize and (problem := sd_scripts_problem()) is not None:
         terminalreporter.write_sep("!", f"sd_scripts tests did not run: {problem}", red=True, bold=True)
 
