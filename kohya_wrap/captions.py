@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kohya_wrap.dataset import list_images
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.files import write_atomic, write_new_file
 
@@ -56,7 +57,9 @@ def read_caption(path: Path) -> list[str]:
     try:
         return parse_caption(path.read_text("utf-8-sig"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read this caption ({exc.__class__.__name__}); fix or delete it") from None
+        raise DatasetError(
+            f"{path}: cannot read this caption ({exc.__class__.__name__}); fix or delete it"
+        ) from None
 
 
 def write_caption(path: Path, tags: Sequence[str], overwrite: bool = False) -> None:
@@ -69,16 +72,32 @@ def write_caption(path: Path, tags: Sequence[str], overwrite: bool = False) -> N
     try:
         write_new_file(path, format_caption(tags))
     except FileExistsError:
-        raise DatasetError(f"{path}: caption already exists; pass --overwrite to replace it (a backup is kept)") from None
+        raise DatasetError(
+            f"{path}: caption already exists; pass --overwrite to replace it (a backup is kept)"
+        ) from None
+
+
+def find_images(folder: Path) -> list[Path]:
+    """The images in `folder` (PNG, JPEG, WebP, BMP; not recursive), or a DatasetError saying why none."""
+    if not folder.is_dir():
+        raise DatasetError(
+            f"{folder}: folder not found" if not folder.exists() else f"{folder}: not a folder"
+        )
+    images = list_images(folder)
+    if not images:
+        raise DatasetError(f"{folder}: no images (PNG, JPEG, WebP or BMP) in this folder")
+    return images
 
 
 def load_captions(images: Iterable[Path], extension: str = ".txt") -> dict[Path, list[str]]:
     """Caption file → tags, for the images that have one."""
-    return {path: read_caption(path) for image in images if (path := caption_path(image, extension)).is_file()}
+    return {
+        path: read_caption(path) for image in images if (path := caption_path(image, extension)).is_file()
+    }
 
 
 def backup_captions(folder: Path, paths: Collection[Path]) -> Path | None:
-    """Copy `paths` into a new `<folder>/.kohya_wrap-backup/<timestamp>/`; None when there is nothing to keep."""
+    """Copy `paths` into a new `<folder>/.kohya_wrap-backup/<timestamp>/`; None if none exists."""
     existing = [p for p in paths if p.is_file()]
     if not existing:
         return None

@@ -275,6 +275,224 @@ def doctor(config: Path | None, overrides: tuple[str, ...], preset: str | None) 
     click.echo("a run can start")
 
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from kohya_wrap.settings import CropMode
+    from kohya_wrap.tagger import FolderTagging
+
+
+def _tag_progress() -> Callable[[Path, int, int], None]:
+    """Plain progress lines on stderr: about every 10 % of a folder, with the rate so far."""
+    import time
+
+    started: dict[Path, float] = {}
+
+    def report(folder: Path, done: int, total: int) -> None:
+        start = started.setdefault(folder, time.monotonic())
+        if done == total or done % max(1, min(50, total // 10)) == 0:
+            rate = done / max(time.monotonic() - start, 1e-6)
+            echo_err(f"{folder.name}: tagged {done}/{total} images ({rate:.1f}/s)")
+
+    return report
+
+
+def _names(paths: Sequence[Path], limit: int = 5) -> str:
+    shown = ", ".join(p.name for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _print_tagging(result: FolderTagging) -> None:
+    line = f"{result.folder}: {result.tagged} captions written, {result.kept} images kept their caption"
+    click.echo(line + (f" (originals backed up in {result.backup})" if result.backup else ""))
+    if result.empty:
+        echo_err(f"warning: {result.folder}: no tag passed the thresholds for {_names(result.empty)}; no caption "
+                 "written (lower --general-threshold or caption them by hand)")  # fmt: skip
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--model", help="Tagger: a folder with model.onnx and selected_tags.csv, or a hub id "
+              "[default: SmilingWolf/wd-vit-tagger-v3].")  # fmt: skip
+@click.option("--general-threshold", type=float, default=0.35, show_default=True,
+              help="Keep general tags scoring at least this (higher: fewer, surer tags).")  # fmt: skip
+@click.option("--character-threshold", type=float, default=0.85, show_default=True,
+              help="Keep character tags scoring at least this.")  # fmt: skip
+@click.option("--trigger", help="Trigger word, put first in every caption (existing ones too).")
+@click.option("--crop", type=click.Choice(["none", "center", "focus"]), default="none", show_default=True,
+              help="Crop to squares into --out: center, or focus (around the most detailed region).")  # fmt: skip
+@click.option("--crop-size", type=int, help="Side of the cropped images, e.g. 512 (SD1.5) or 1024 (SDXL).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="New folder for the prepared images and captions [default: caption FOLDER in place].")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up).")
+@click.option("--batch-size", type=int, help="Images per inference call [default: 1 on a CPU, 8 on a GPU].")
+@click.option("--threads", type=int, help="CPU threads for inference [default: all cores].")
+@click.option("--decode-threads", type=int, help="Threads decoding images ahead of inference.")
+@click.option("--int8", is_flag=True, help="Run an int8 copy of the model: faster on CPUs, tags differ slightly.")
+@click.option("--rating-tags", is_flag=True, help="Add the rating tag (general, sensitive, …).")
+@click.option("--replace-underscores", is_flag=True, help="Write 'green hair' instead of 'green_hair'.")
+@click.option("--undesired", metavar="TAG,TAG", help="Tags never written.")
+@click.option("--always-first", metavar="TAG,TAG", help="Tags moved to the front, in this order.")
+@click.option("--caption-extension", default=".txt", show_default=True, help="Caption file extension.")
+def tag(folder: Path, model: str | None, general_threshold: float, character_threshold: float,
+        trigger: str | None, crop: CropMode, crop_size: int | None, out: Path | None, overwrite: bool,
+        batch_size: int | None, threads: int | None, decode_threads: int | None, int8: bool,
+        rating_tags: bool, replace_underscores: bool, undesired: str | None, always_first: str | None,
+        caption_extension: str) -> None:  # fmt: skip
+    """Caption the images in FOLDER with a WD14 tagger; images with a caption keep it."""
+    from kohya_wrap.captions import CaptionEdit, apply_plan, find_images, load_captions, parse_caption, plan_edit
+    from kohya_wrap.errors import ConfigError, DatasetError
+    from kohya_wrap.imaging import prepare_folder
+    from kohya_wrap.tagger import DEFAULT_MODEL, Tagger, TagOptions, resolve_model, tag_folder
+
+    options = TagOptions(
+        general_threshold=general_threshold,
+        character_threshold=character_threshold,
+        rating_tags=rating_tags,
+        replace_underscores=replace_underscores,
+        undesired_tags=frozenset(parse_caption(undesired or "")),
+        always_first_tags=tuple(parse_caption(always_first or "")),
+        trigger_word=trigger,
+    )
+    if crop_size is not None and crop == "none":
+        raise ConfigError("--crop-size: only used with --crop center or --crop focus")
+    if crop != "none" and out is None:
+        raise ConfigError(f"--crop {crop}: cropped copies go into a new folder; give --out DIR")
+    if crop_size is not None and not 64 <= crop_size <= 8192:
+        raise ConfigError(f"--crop-size: must be between 64 and 8192, got {crop_size}")
+    ext = caption_extension if caption_extension.startswith(".") else "." + caption_extension
+    if out is not None:
+        prepare_folder(folder, out, crop, crop_size, (ext,))
+        folder = out
+
+    def make_tagger() -> Tagger:
+        return Tagger(resolve_model(model or DEFAULT_MODEL), options, batch_size=batch_size, threads=threads,
+                      decode_threads=decode_threads, int8=int8)  # fmt: skip
+
+    result = tag_folder(folder, make_tagger, extension=ext, overwrite=overwrite, progress=_tag_progress())
+    _print_tagging(result)
+    if trigger:
+        plan = plan_edit(load_captions(find_images(folder), ext), CaptionEdit(trigger=trigger))
+        backup = apply_plan(folder, plan)
+        if plan.changes:
+            click.echo(f"{folder}: put '{trigger}' first in {len(plan.changes)} existing captions (originals "
+                       f"backed up in {backup})")  # fmt: skip
+    if result.failed:
+        raise DatasetError(*result.failed)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--remove", metavar="TAG,TAG", help="Remove these tags from every caption.")
+@click.option("--replace", multiple=True, metavar="OLD=NEW", help="Replace a tag (repeatable, or OLD=NEW,OLD=NEW).")
+@click.option("--auto-prune", is_flag=True, help="Remove the tags most images share: the character's own traits.")
+@click.option("--min-share", type=float, default=0.6, show_default=True,
+              help="Auto-prune: share of the images a tag must be in to go.")  # fmt: skip
+@click.option("--keep", metavar="TAG,TAG", help="Auto-prune never removes these (added to the generic keep-list).")
+@click.option("--trigger", help="Put this trigger word first in every caption (never pruned).")
+@click.option("--apply", "apply_changes", is_flag=True, help="Write the changes; without it, only show them.")
+@click.option("--caption-extension", default=".txt", show_default=True, help="Caption file extension.")
+def tags(folder: Path, remove: str | None, replace: tuple[str, ...], auto_prune: bool, min_share: float,
+         keep: str | None, trigger: str | None, apply_changes: bool, caption_extension: str) -> None:  # fmt: skip
+    """Show how often each tag occurs in FOLDER's captions; remove, replace or auto-prune tags in bulk."""
+    from kohya_wrap.captions import (
+        DEFAULT_KEEP,
+        CaptionEdit,
+        apply_plan,
+        find_images,
+        load_captions,
+        parse_caption,
+        parse_replacements,
+        plan_edit,
+        propose_prune,
+        tag_key,
+        tag_stats,
+    )
+    from kohya_wrap.errors import DatasetError
+
+    ext = caption_extension if caption_extension.startswith(".") else "." + caption_extension
+    images = find_images(folder)
+    captions = load_captions(images, ext)
+    if not captions:
+        raise DatasetError(f"{folder}: no {ext} captions; run `kohya-wrap tag {folder}` first")
+    replacements = parse_replacements(replace)
+    stats = tag_stats(captions.values())
+    click.echo(f"{stats.images} captioned images in {folder}"
+               + (f" ({len(images) - stats.images} without a caption)" if len(images) > stats.images else ""))  # fmt: skip
+    click.echo("images  share  tag")
+    for count in stats.tags:
+        click.echo(f"{count.images:6}  {count.share:5.0%}  {count.tag}")
+    removed = parse_caption(remove or "")
+    if auto_prune:
+        proposed = propose_prune(stats, min_share, DEFAULT_KEEP | set(parse_caption(keep or "")), trigger)
+        click.echo(f"auto-prune: {len(proposed)} tags are in at least {min_share:.0%} of the images and not in the "
+                   f"keep-list: {', '.join(proposed) or '-'}")  # fmt: skip
+        removed += [t for t in proposed if tag_key(t) not in {tag_key(r) for r in removed}]
+    plan = plan_edit(captions, CaptionEdit(frozenset(removed), replacements, trigger))
+    images_with = {tag_key(c.tag): c.images for c in stats.tags}
+    for name in removed:
+        click.echo(f"remove {name}: {images_with.get(tag_key(name), 0)} captions")
+    for old, new in replacements.items():
+        click.echo(f"replace {old} → {new}: {images_with.get(tag_key(old), 0)} captions")
+    if plan.emptied:
+        echo_err(f"warning: {len(plan.emptied)} captions would be left empty and stay as they are: "
+                 f"{_names(plan.emptied)}")  # fmt: skip
+    if not plan.changes:
+        if removed or replacements or trigger:
+            click.echo("nothing to change")
+        return
+    if not apply_changes:
+        click.echo(f"dry run: {len(plan.changes)} of {stats.images} captions would change; add --apply to write "
+                   f"them (the originals are backed up in {folder}/.kohya_wrap-backup/)")  # fmt: skip
+        return
+    backup = apply_plan(folder, plan)
+    click.echo(f"changed {len(plan.changes)} captions; originals backed up in {backup}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@SET_OPTION
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Where cropped copies go, one folder per dataset folder [default: prepared/ beside CONFIG].")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up).")
+@click.option("--batch-size", type=int, help="Images per inference call [default: 1 on a CPU, 8 on a GPU].")
+@click.option("--threads", type=int, help="CPU threads for inference [default: all cores].")
+@click.option("--int8", is_flag=True, help="Run an int8 copy of the tagger: faster on CPUs, tags differ slightly.")
+def prepare(config: Path, overrides: tuple[str, ...], out: Path | None, overwrite: bool, batch_size: int | None,
+            threads: int | None, int8: bool) -> None:  # fmt: skip
+    """Run CONFIG's [dataset] and [tagging] steps: crop into new folders, tag, trigger word, edits, auto-prune."""
+    from kohya_wrap.errors import DatasetError
+    from kohya_wrap.tagger import Tagger, prepare_dataset, resolve_model, tag_options
+
+    cfg = _load(config, overrides, None).config
+    options = tag_options(cfg.tagging)
+
+    def make_tagger() -> Tagger:
+        return Tagger(resolve_model(cfg.tagging.model), options, batch_size=batch_size, threads=threads,
+                      int8=int8)  # fmt: skip
+
+    out_root = out or config.resolve().parent / "prepared"
+    done = prepare_dataset(cfg, out_root, make_tagger, overwrite=overwrite, progress=_tag_progress())
+    for index in done.skipped:
+        click.echo(f"dataset.dirs.{index}: regularisation folder, left as it is")
+    for prepared in done.dirs:
+        _print_tagging(prepared.tagging)
+        if prepared.edited:
+            click.echo(f"{prepared.folder}: trigger word and tag edits changed {prepared.edited} captions "
+                       f"(originals backed up in {prepared.backup})")  # fmt: skip
+    if done.proposed:
+        verb = f"removed from {done.pruned} captions" if cfg.tagging.auto_prune else (
+            "proposed for removal (set tagging.auto_prune = true, or `kohya-wrap tags DIR --auto-prune --apply`)")  # fmt: skip
+        click.echo(f"auto-prune: {', '.join(done.proposed)} {verb}")
+    for prepared in done.dirs:
+        if prepared.folder != prepared.source:
+            click.echo(f"dataset.dirs.{prepared.index}.path: the prepared images are in {prepared.folder}; point "
+                       "the config at that folder to train on them")  # fmt: skip
+    failed = [line for prepared in done.dirs for line in prepared.tagging.failed]
+    if failed:
+        raise DatasetError(*failed)
+
+
 @main.command()
 def schema() -> None:
     """Print the config's JSON schema."""

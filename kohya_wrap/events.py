@@ -35,7 +35,7 @@ class RunStarted:
 
 @dataclass(frozen=True, slots=True)
 class Phase:
-    """A long stretch with no progress bar began (the bar-less time is spent here)."""
+    """A long stretch without progress began; the time until the next event is spent in it."""
 
     KIND: ClassVar[Literal["phase"]] = "phase"
     name: PhaseName
@@ -90,8 +90,11 @@ class CheckpointSaved:
 
 @dataclass(frozen=True, slots=True)
 class SampleSaved:
-    """A sample image was written: `<name>_e<epoch:06d>_<index:02d>_<time>[_<seed>].png` when
-    sampling by epoch, `<name>_<step:06d>_<index:02d>_…` when by step (the log names no file)."""
+    """A sample image was written (None for `path`: the log does not name the file).
+
+    sd-scripts names it `sample/<name>_e<epoch:06d>_<index:02d>_<time>[_<seed>].png` when sampling
+    by epoch, `sample/<name>_<step:06d>_<index:02d>_…` when sampling by step.
+    """
 
     KIND: ClassVar[Literal["sample_saved"]] = "sample_saved"
     path: str | None

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from kohya_wrap.dataset import KNOWN_CAPTION_EXTENSIONS, list_images
+from kohya_wrap.captions import find_images
+from kohya_wrap.dataset import KNOWN_CAPTION_EXTENSIONS
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.settings import CropMode
 
@@ -102,16 +103,27 @@ def area_resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     scale_x, scale_y = 1.0 / (width / src_width), 1.0 / (height / src_height)
     fx, fy = round(scale_x), round(scale_y)
     if abs(scale_x - fx) < _EPSILON and abs(scale_y - fy) < _EPSILON:
-        sum_type = np.uint16 if fx * fy <= 256 else np.uint32
-        rows = sum(pixels[k : height * fy : fy].astype(sum_type) for k in range(fy))
-        sums = sum(rows[:, k : width * fx : fx] for k in range(fx))
-        assert isinstance(sums, np.ndarray)
-        if fx * fy == 4:
-            return ((sums + 2) >> 2).astype(np.uint8)
-        means = sums.astype(np.float32) * np.float32(1.0 / (fx * fy))
-        return np.clip(np.rint(means), 0, 255).astype(np.uint8)
+        return _block_mean(pixels, fx, fy)
     rows = _area_reduce(pixels, height, scale_y, axis=0)
-    return np.clip(np.rint(_area_reduce(rows, width, scale_x, axis=1)), 0, 255).astype(np.uint8)
+    result: np.ndarray = np.clip(np.rint(_area_reduce(rows, width, scale_x, axis=1)), 0, 255).astype(np.uint8)
+    return result
+
+
+def _block_mean(pixels: np.ndarray, fx: int, fy: int) -> np.ndarray:
+    """Mean of fx × fy blocks, rounded as OpenCV rounds (a factor of 2 by 2 rounds halves up)."""
+    height, width = pixels.shape[0] // fy, pixels.shape[1] // fx
+    sums: np.ndarray = pixels[0 : height * fy : fy].astype(np.uint16 if fx * fy <= 256 else np.uint32)
+    for k in range(1, fy):
+        sums += pixels[k : height * fy : fy]
+    blocks: np.ndarray = sums[:, 0 : width * fx : fx].copy()
+    for k in range(1, fx):
+        blocks += sums[:, k : width * fx : fx]
+    if fx * fy == 4:
+        halves_up: np.ndarray = ((blocks + 2) >> 2).astype(np.uint8)
+        return halves_up
+    means = blocks.astype(np.float32) * np.float32(1.0 / (fx * fy))
+    rounded: np.ndarray = np.clip(np.rint(means), 0, 255).astype(np.uint8)
+    return rounded
 
 
 _EPSILON = 2.220446049250313e-16  # DBL_EPSILON: OpenCV's test for an integer factor
@@ -186,7 +198,8 @@ def saliency_map(image: Image.Image) -> np.ndarray:
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     distance = np.linalg.norm(rgb - np.median(border, axis=0), axis=2)
     e, c = _unit(edges), _unit(distance)
-    return e * c + 0.25 * (e + c)
+    saliency: np.ndarray = e * c + 0.25 * (e + c)
+    return saliency
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
@@ -275,7 +288,7 @@ def prepare_folder(
     if target.exists():
         raise DatasetError(f"{target}: already exists; prepared images go into a new folder, so choose "
                            "another one or delete it")  # fmt: skip
-    images = source_images(source)
+    images = find_images(source)
     names = {image: image.name if crop == "none" else image.stem + ".png" for image in images}
     clashes = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
     if clashes:
@@ -316,13 +329,3 @@ def prepare_folder(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return [r for r in results if isinstance(r, PreparedImage)]
-
-
-def source_images(folder: Path) -> list[Path]:
-    """The images in `folder` (PNG, JPEG, WebP, BMP; not recursive), or a DatasetError saying why none."""
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: folder not found" if not folder.exists() else f"{folder}: not a folder")
-    images = list_images(folder)
-    if not images:
-        raise DatasetError(f"{folder}: no images (PNG, JPEG, WebP or BMP) in this folder")
-    return images

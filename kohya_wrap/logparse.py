@@ -34,7 +34,8 @@ _BREAK: Final = re.compile(r"\r\n|\r|\n")
 # `{n}it [...]` form it draws when the total is unknown.
 _BAR: Final = re.compile(
     r"(?:(?P<desc>[^|\[]*?): )? *(?:\d{1,3}%\|[^|]*\| *(?P<n>\d+)/(?P<total>\d+) |\d+it )"
-    r"\[(?P<elapsed>[\d:]+)(?:<(?P<eta>[\d:]+|\?))?, *(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?P<postfix>[^\]]*)\]"
+    r"\[(?P<elapsed>[\d:]+)(?:<(?P<eta>[\d:]+|\?))?, *"
+    r"(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?P<postfix>[^\]]*)\]"
 )
 _AVR_LOSS: Final = re.compile(r"avr_loss=(nan|[-+]?inf|[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?)")
 # rich's RichHandler line: time (blank when repeated), level, message column, `file.py:line` column.
@@ -52,8 +53,8 @@ _ACCUMULATION: Final = re.compile(r"gradient accumulation steps / .*? = (\d+)")
 _TOTAL_STEPS: Final = re.compile(r"total optimization steps / .*?: (\d+)")
 _EPOCH: Final = re.compile(r"epoch (\d+)/(\d+)")
 _CHECKPOINT: Final = re.compile(r"saving checkpoint: (.+)")
-_STEP_FILE: Final = re.compile(r"-step(\d{8})\.\w+")
-_EPOCH_FILE: Final = re.compile(r"-(\d{6})\.\w+")
+_STEP_FILE: Final = re.compile(r"-step(\d{8})\.\w+$")
+_EPOCH_FILE: Final = re.compile(r"-(\d{6})\.\w+$")
 _STATE: Final = re.compile(r"save train state to (.+)[\\/]train_state\.json at epoch (\d+) step (\d+)")
 _SAMPLING: Final = re.compile(r"generating sample images at step / .*?(\d+)")
 _LOAD_MODEL: Final = re.compile(
@@ -102,18 +103,18 @@ _PIP_NAMES: Final = {
 
 HINTS: Final[dict[ErrorKind, str]] = {
     "oom": (
-        "Enable training.gradient_checkpointing, lower training.batch_size, "
-        'use optimizer.type = "AdamW8bit" or cache latents.'
+        "Set training.gradient_checkpointing = true, lower training.batch_size, "
+        'use optimizer.type = "AdamW8bit" or set training.cache_latents = true.'
     ),
-    "nan": 'Use training.mixed_precision = "bf16" (fp16 overflows) or lower the learning rate (optimizer.lr).',
+    "nan": 'Use training.mixed_precision = "bf16" (fp16 overflows) or a lower optimizer.learning_rate.',
     "missing_file": (
         "Check that model.base and every other path in the config exist (or that the hub repo id is right)."
     ),
     "import": "Install the missing package into the Python that runs sd-scripts.",
     "config": "Change the setting the message names: sd-scripts refuses it.",
     "no_data": (
-        "Point the dataset folder at images (or at `<repeats>_<name>` folders of images) "
-        "with a supported extension (.png, .jpg, .jpeg, .webp, .bmp)."
+        "Point dataset.dirs at folders that hold the images themselves (plain or `<repeats>_<name>`), "
+        "as .png, .jpg, .jpeg, .webp or .bmp files."
     ),
     "unknown": "Read the last lines of the log (above the error) for the cause.",
 }
@@ -144,7 +145,7 @@ class _Record:
             return
         self.text += piece if self.folded else " " + piece
         padding = len(body) - len(body.rstrip())
-        self.folded = " " not in piece and padding <= self.path_width + 1
+        self.folded = " " not in piece and 0 < padding <= self.path_width + 1
 
 
 @dataclass
@@ -303,10 +304,12 @@ class LogParser:
         if self._pending is not None and not exited_badly:
             events.append(self._pending)
         self._pending = None
-        if self._interrupted:
-            reason = "interrupted"
-        elif self._errors:
+        # An error that came first (a NaN, say, on which the runner stops the child) is the reason.
+        reason: str
+        if self._errors:
             reason = self._errors[0]
+        elif self._interrupted:
+            reason = "interrupted"
         elif exited_badly or not self._model_saved:
             message = (
                 self._launcher_failure or f"sd-scripts exited with code {exit_code}"
@@ -478,7 +481,10 @@ class LogParser:
             self._phase("sampling", f"step {self._sampling_step}", events)
         elif text.startswith("prompt: ") and self._sampling_step is not None:
             step = self._sampling_step
-            self._defer(SampleSaved(path=None, epoch=self._epoch_of(step), step=step, index=self._sample_index), events)
+            self._defer(
+                SampleSaved(path=None, epoch=self._epoch_of(step), step=step, index=self._sample_index),
+                events,
+            )
             self._sample_index += 1
         elif text in ("saving last state.", "model saved."):
             self._close_epoch(events)
@@ -533,13 +539,14 @@ class LogParser:
             # Next, sd-scripts reads the whole base model file to hash it for the LoRA's metadata.
             self._phase("hashing_model", self._model_file, events)
 
+    def _steps_per_epoch(self) -> int | None:
+        batches = self._plan.get("batches")
+        return None if batches is None else math.ceil(batches / self._plan.get("accumulation", 1))
+
     def _epoch_of(self, step: int) -> int | None:
         """The epoch that global step `step` belongs to (0 before training)."""
-        batches = self._plan.get("batches")
-        if batches is None:
-            return self._open_epoch
-        steps_per_epoch = math.ceil(batches / self._plan.get("accumulation", 1))
-        return math.ceil(step / steps_per_epoch)
+        steps_per_epoch = self._steps_per_epoch()
+        return self._open_epoch if steps_per_epoch is None else math.ceil(step / steps_per_epoch)
 
     def _checkpoint(self, path: str, events: list[Event]) -> None:
         if match := _STEP_FILE.search(path):
@@ -547,12 +554,11 @@ class LogParser:
             saved = CheckpointSaved(path=path, epoch=self._epoch_of(step), step=step, final=False)
         elif match := _EPOCH_FILE.search(path):
             epoch = int(match[1])
-            batches = self._plan.get("batches")
-            step_count = None
-            if batches is not None and self._total_steps is not None:
-                steps_per_epoch = math.ceil(batches / self._plan.get("accumulation", 1))
-                step_count = min(epoch * steps_per_epoch, self._total_steps)
-            saved = CheckpointSaved(path=path, epoch=epoch, step=step_count, final=False)
+            steps_per_epoch = self._steps_per_epoch()
+            step = None
+            if steps_per_epoch is not None and self._total_steps is not None:
+                step = min(epoch * steps_per_epoch, self._total_steps)
+            saved = CheckpointSaved(path=path, epoch=epoch, step=step, final=False)
         else:
             # sd-scripts writes no numbered file for the last epoch: the final file is that epoch's.
             self._close_epoch(events)

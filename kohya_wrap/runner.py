@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -94,6 +95,12 @@ class EventSink:
         self._file = layout.events.open("a", encoding="utf-8")
 
     def adjust(self, event: ev.Event) -> ev.Event:
+        # sd-scripts never names its sample files; they follow `<name>_e<epoch>_<index>_<time>[_<seed>].png`.
+        if isinstance(event, ev.SampleSaved) and event.path is None and event.epoch is not None:
+            pattern = f"*_e{event.epoch:06d}_{event.index:02d}_*.png"
+            found = sorted(self.layout.samples_dir.glob(pattern), key=lambda p: p.stat().st_mtime)
+            if found:
+                return dataclasses.replace(event, path=str(found[-1]))
         # sd-scripts restarts its step counter at 0 when it resumes; report steps of the whole run.
         if isinstance(event, ev.Step) and self.step_offset:
             return ev.Step(step=event.step + self.step_offset, total=self.total_steps, loss=event.loss,

@@ -8,7 +8,7 @@ import os
 import re
 import tempfile
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,24 +16,26 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kohya_wrap.captions import tag_key, with_trigger
+from kohya_wrap.captions import (
+    CaptionEdit,
+    TagStats,
+    apply_plan,
+    backup_captions,
+    caption_path,
+    find_images,
+    load_captions,
+    plan_edit,
+    propose_prune,
+    tag_key,
+    tag_stats,
+    with_trigger,
+    write_caption,
+)
 from kohya_wrap.errors import ConfigError, DatasetError
-from kohya_wrap.imaging import open_image, pad_square, resize_pixels
+from kohya_wrap.imaging import open_image, pad_square, prepare_folder, resize_pixels
+from kohya_wrap.settings import Config, TaggingSettings
 
 DEFAULT_MODEL = "SmilingWolf/wd-vit-tagger-v3"
-# Hub models known to follow the layout we read (model.onnx + selected_tags.csv, NHWC BGR 0–255 input).
-KNOWN_MODELS = (
-    "SmilingWolf/wd-vit-tagger-v3",
-    "SmilingWolf/wd-vit-large-tagger-v3",
-    "SmilingWolf/wd-swinv2-tagger-v3",
-    "SmilingWolf/wd-convnext-tagger-v3",
-    "SmilingWolf/wd-eva02-large-tagger-v3",
-    "SmilingWolf/wd-v1-4-vit-tagger-v2",
-    "SmilingWolf/wd-v1-4-swinv2-tagger-v2",
-    "SmilingWolf/wd-v1-4-convnext-tagger-v2",
-    "SmilingWolf/wd-v1-4-convnextv2-tagger-v2",
-    "SmilingWolf/wd-v1-4-moat-tagger-v2",
-)
 MODEL_FILE = "model.onnx"
 TAGS_FILE = "selected_tags.csv"
 INT8_FILE = "model.int8.onnx"
@@ -62,17 +64,25 @@ class ModelFiles:
 
 
 def resolve_model(model: str) -> ModelFiles:
-    """A local folder with model.onnx and selected_tags.csv, or a hub id fetched into the HF cache."""
+    """A local folder with model.onnx and selected_tags.csv, or a hub id fetched into the HF cache.
+
+    Hub ids follow SmilingWolf's layout: wd-{vit,vit-large,swinv2,convnext,eva02-large}-tagger-v3 and
+    wd-v1-4-{vit,swinv2,convnext,convnextv2,moat}-tagger-v2, all NHWC BGR 0–255 models.
+    """
     folder = Path(os.path.expanduser(model))
     if folder.is_dir():
         missing = [n for n in (MODEL_FILE, TAGS_FILE) if not (folder / n).is_file()]
         if missing:
-            raise DatasetError(f"tagging.model: {folder} lacks {' and '.join(missing)}; a tagger folder holds "
-                               f"{MODEL_FILE} and {TAGS_FILE} (as in SmilingWolf's wd-*-tagger repos)")  # fmt: skip
+            raise DatasetError(
+                f"tagging.model: {folder} lacks {' and '.join(missing)}; a tagger folder holds "
+                f"{MODEL_FILE} and {TAGS_FILE} (as in SmilingWolf's wd-*-tagger repos)"
+            )
         return ModelFiles(folder / MODEL_FILE, folder / TAGS_FILE, model, from_hub=False)
     if folder.exists() or not _HUB_ID.match(model):
-        raise DatasetError(f"tagging.model: '{model}' is neither a folder with {MODEL_FILE} and {TAGS_FILE} "
-                           f"nor a hub id like {DEFAULT_MODEL}")  # fmt: skip
+        raise DatasetError(
+            f"tagging.model: '{model}' is neither a folder with {MODEL_FILE} and {TAGS_FILE} "
+            f"nor a hub id like {DEFAULT_MODEL}"
+        )
     return ModelFiles(_download(model, MODEL_FILE), _download(model, TAGS_FILE), model, from_hub=True)
 
 
@@ -84,9 +94,11 @@ def _download(repo_id: str, filename: str) -> Path:
         return Path(hf_hub_download(repo_id, filename))
     except (OSError, ValueError, HfHubHTTPError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise DatasetError(f"tagging.model: cannot get {filename} of '{repo_id}' from the Hugging Face hub "
-                           f"({exc.__class__.__name__}: {reason[:160]}); without network, download {MODEL_FILE} "
-                           f"and {TAGS_FILE} into a folder and pass that folder (--model PATH)") from None  # fmt: skip
+        raise DatasetError(
+            f"tagging.model: cannot get {filename} of '{repo_id}' from the Hugging Face hub "
+            f"({exc.__class__.__name__}: {reason[:120].strip()}); without network, download {MODEL_FILE} "
+            f"and {TAGS_FILE} into a folder and pass that folder (--model PATH)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -185,12 +197,14 @@ def quantized_model(model: Path, from_hub: bool = False, cache: Path | None = No
     target = model.with_name(INT8_FILE)
     if from_hub or not _writable(model.parent):
         stat = model.stat()
-        key = hashlib.sha256(f"{model.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{model.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[
+            :16
+        ]
         target = (cache or cache_dir()) / "int8" / key / INT8_FILE
     if target.is_file() and target.stat().st_mtime >= model.stat().st_mtime:
         return target
     try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization import QuantType, quantize_dynamic  # type: ignore[import-untyped]
     except ImportError as exc:
         raise DatasetError(f"--int8: needs the onnx package ({exc}); run `pip install onnx`") from None
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -253,15 +267,15 @@ class Tagger:
         files: ModelFiles,
         options: TagOptions,
         *,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         threads: int | None = None,
         decode_threads: int | None = None,
         int8: bool = False,
         providers: Sequence[str] | None = None,
     ) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # type: ignore[import-untyped]
 
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ConfigError(f"--batch-size: must be 1 or more, got {batch_size}")
         if (threads is not None and threads < 1) or (decode_threads is not None and decode_threads < 1):
             raise ConfigError("--threads: must be 1 or more")
@@ -275,28 +289,39 @@ class Tagger:
             available = ort.get_available_providers()
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         try:
-            self.session = ort.InferenceSession(str(self.model_path), session_options, providers=list(providers))
+            self.session = ort.InferenceSession(
+                str(self.model_path), session_options, providers=list(providers)
+            )
         # onnxruntime's load errors (InvalidProtobuf, NoSuchFile, Fail, …) share no base but Exception.
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-            raise DatasetError(f"tagging.model: onnxruntime cannot load {self.model_path}: {reason}") from None
+            raise DatasetError(
+                f"tagging.model: onnxruntime cannot load {self.model_path}: {reason}"
+            ) from None
         self.providers: list[str] = self.session.get_providers()
         model_input = self.session.get_inputs()[0]
         self.input_name: str = model_input.name
         self.layout, self.input_size, fixed_batch = _input_geometry(model_input.shape, self.model_path)
-        self.batch_size = fixed_batch or batch_size
+        # On a CPU one image at a time is fastest (bigger batches only add memory traffic); a GPU
+        # wants batches to fill it.
+        default_batch = 8 if "CUDAExecutionProvider" in self.providers else 1
+        self.batch_size = fixed_batch or batch_size or default_batch
         self.fixed_batch = fixed_batch is not None
         outputs = self.session.get_outputs()[0].shape[-1]
         if isinstance(outputs, int) and outputs != len(labels.names):
-            raise DatasetError(f"tagging.model: {self.model_path.name} has {outputs} outputs but {files.tags.name} "
-                               f"lists {len(labels.names)} tags; they must come from the same model")  # fmt: skip
+            raise DatasetError(
+                f"tagging.model: {self.model_path.name} has {outputs} outputs but {files.tags.name} "
+                f"lists {len(labels.names)} tags; they must come from the same model"
+            )
         self.decode_threads = decode_threads or default_decode_threads()
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         """Model scores for a (n, size, size, 3) BGR batch; pads fixed-batch models."""
         count = len(batch)
         if self.fixed_batch and count < self.batch_size:
-            batch = np.concatenate([batch, np.zeros((self.batch_size - count, *batch.shape[1:]), batch.dtype)])
+            batch = np.concatenate(
+                [batch, np.zeros((self.batch_size - count, *batch.shape[1:]), batch.dtype)]
+            )
         if self.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         output: Any = self.session.run(None, {self.input_name: batch})[0]
@@ -349,7 +374,128 @@ def _input_geometry(shape: Sequence[Any], model: Path) -> tuple[Layout, int, int
                            "(N, H, W, 3) or (N, 3, H, W)")  # fmt: skip
     sides = {s for s in (height, width) if isinstance(s, int) and s > 0}
     if len(sides) > 1:
-        raise DatasetError(f"tagging.model: {model.name} takes {height}×{width} images; only square inputs work")
+        raise DatasetError(
+            f"tagging.model: {model.name} takes {height}×{width} images; only square inputs work"
+        )
     side = sides.pop() if sides else DEFAULT_INPUT_SIZE
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     return layout, side, batch
+
+
+# ---- folders and datasets ------------------------------------------------------------------------
+
+Progress = Callable[[Path, int, int], None]  # (folder, images done, images to do)
+
+
+def tag_options(settings: TaggingSettings) -> TagOptions:
+    """The config's [tagging] values the tagger itself uses."""
+    return TagOptions(
+        general_threshold=settings.general_threshold,
+        character_threshold=settings.character_threshold,
+        trigger_word=settings.trigger_word,
+    )
+
+
+@dataclass(frozen=True)
+class FolderTagging:
+    folder: Path
+    tagged: int  # captions written
+    kept: int  # images whose caption was already there and stays
+    empty: tuple[Path, ...]  # no tag passed the thresholds, so no caption was written
+    failed: tuple[str, ...]  # unreadable images, one line each
+    backup: Path | None  # where replaced captions went (with overwrite)
+
+
+def tag_folder(
+    folder: Path,
+    make_tagger: Callable[[], Tagger],
+    *,
+    extension: str = ".txt",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> FolderTagging:
+    """Caption the images of `folder` that have no caption (all of them with `overwrite`, after a backup).
+
+    The model is loaded (`make_tagger`) only when there is something to tag.
+    """
+    images = find_images(folder)
+    todo = images if overwrite else [i for i in images if not caption_path(i, extension).is_file()]
+    backup = backup_captions(folder, [caption_path(i, extension) for i in todo]) if overwrite else None
+    if not todo:
+        return FolderTagging(folder, 0, len(images), (), (), backup)
+    tagger = make_tagger()
+    tagged, empty, failed = 0, [], []
+    for done, result in enumerate(tagger.tag(todo), 1):
+        if result.error is not None:
+            failed.append(result.error)
+        elif not result.tags:
+            empty.append(result.path)
+        else:
+            write_caption(caption_path(result.path, extension), result.tags, overwrite=overwrite)
+            tagged += 1
+        if progress is not None:
+            progress(folder, done, len(todo))
+    return FolderTagging(folder, tagged, len(images) - len(todo), tuple(empty), tuple(failed), backup)
+
+
+@dataclass(frozen=True)
+class PreparedDir:
+    index: int  # position in dataset.dirs
+    source: Path
+    folder: Path  # where the training images and captions are now (source unless cropped)
+    tagging: FolderTagging
+    edited: int  # captions changed by trigger word, remove_tags and replace_tags
+    backup: Path | None
+
+
+@dataclass(frozen=True)
+class DatasetPreparation:
+    dirs: tuple[PreparedDir, ...]
+    skipped: tuple[int, ...]  # regularisation folders, left as they are
+    stats: TagStats  # over all training captions, before auto-prune
+    proposed: tuple[str, ...]  # auto-prune's proposal
+    pruned: int  # captions auto-prune changed (0 unless tagging.auto_prune)
+
+
+def prepare_dataset(
+    cfg: Config,
+    out_root: Path,
+    make_tagger: Callable[[], Tagger],
+    *,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> DatasetPreparation:
+    """SeaArt's steps 1–4 for every training folder of `cfg`: crop into a new folder under `out_root`
+    (dataset.crop), tag, trigger word first, remove/replace tags, then auto-prune across all folders.
+    """
+    ds, tagging = cfg.dataset, cfg.tagging
+    training = [(i, Path(d.path)) for i, d in enumerate(ds.dirs) if not d.is_reg]
+    names = [source.name for _, source in training]
+    if ds.crop != "none" and len(set(names)) < len(names):
+        raise DatasetError("dataset.dirs: two training folders share a name, so their prepared copies under "
+                           f"{out_root} would collide; rename one")  # fmt: skip
+    edit = CaptionEdit(frozenset(tagging.remove_tags), dict(tagging.replace_tags), tagging.trigger_word)
+    prepared = []
+    for index, source in training:
+        folder = source
+        if ds.crop != "none":
+            folder = out_root / source.name
+            prepare_folder(source, folder, ds.crop, ds.crop_size, (ds.caption_extension,))
+        result = tag_folder(folder, make_tagger, extension=ds.caption_extension, overwrite=overwrite,
+                            progress=progress)  # fmt: skip
+        plan = plan_edit(load_captions(find_images(folder), ds.caption_extension), edit)
+        prepared.append(
+            PreparedDir(index, source, folder, result, len(plan.changes), apply_plan(folder, plan))
+        )
+    captions = {p.folder: load_captions(find_images(p.folder), ds.caption_extension) for p in prepared}
+    stats = tag_stats(tags for per_folder in captions.values() for tags in per_folder.values())
+    proposed = propose_prune(stats, tagging.auto_prune_min_share, trigger=tagging.trigger_word)
+    pruned = 0
+    if tagging.auto_prune and proposed:
+        prune = CaptionEdit(remove=frozenset(proposed), trigger=tagging.trigger_word)
+        for folder, per_folder in captions.items():
+            plan = plan_edit(per_folder, prune)
+            apply_plan(folder, plan)
+            pruned += len(plan.changes)
+    skipped = tuple(i for i, d in enumerate(ds.dirs) if d.is_reg)
+    return DatasetPreparation(tuple(prepared), skipped, stats, proposed, pruned)

@@ -3,12 +3,12 @@
 Usage, with the sd-scripts checkout as the working directory and its interpreter:
     python tests/sd_scripts_probe.py CASES.json RESULTS.json
 
-CASES.json is a list of {"id", "script", "train_toml", "dataset_toml", "prompts", "keys"}. For each
+CASES.json is a list of {"id", "script", "train_toml", "dataset_toml", "keys"}. For each
 case this does what the training script does before it loads a model: build the script's parser,
 `parse_args(["--config_file", ..., "--dataset_config", ...])`, `read_config_from_file`,
 `verify_training_args`, `prepare_dataset_args`, the dataset blueprint and dataset group (images,
 captions, buckets), the trainer's `assert_extra_args`, the LoRA module's `create_network` (with empty
-stand-in models), `get_optimizer` (on one dummy parameter) and `load_prompts`. Every stage reports
+stand-in models), `get_optimizer` (on one dummy parameter) and `load_prompts` on `sample_prompts`. Every stage reports
 its values or its error separately, so one failure does not hide the others.
 
 Values are written type-tagged (`[type name, value]`, containers recursively), because JSON alone
@@ -18,9 +18,11 @@ cannot tell a tuple from a list, and the tests assert exact types.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import importlib
+import io
 import json
 import os
 import sys
@@ -32,7 +34,6 @@ from typing import Any
 sys.path.insert(0, os.getcwd())
 
 import torch  # noqa: E402
-
 from library import config_util, train_util  # noqa: E402
 
 TRAINERS = {
@@ -52,25 +53,35 @@ def tagged(value: Any) -> Any:
         return [type(value).__name__, [tagged(v) for v in value]]
     if isinstance(value, dict):
         return ["dict", {str(k): tagged(v) for k, v in value.items()}]
+    if isinstance(value, os.PathLike):  # argparse's type=Path options given on the command line
+        return ["Path", os.fspath(value)]
     return [type(value).__name__, repr(value)]
 
 
 def stage(results: dict[str, Any], name: str, run: Callable[[], Any]) -> Any:
     """Run one stage; store its value (tagged by the stage itself) or its error under `name`."""
+    printed = io.StringIO()
     try:
-        value = run()
-    except BaseException as exc:  # sd-scripts also exits (SystemExit) and asserts
+        with contextlib.redirect_stderr(printed):  # argparse says why it exits only on stderr
+            value = run()
+    except (Exception, SystemExit) as exc:  # sd-scripts also calls exit() on bad input
         last = traceback.format_exception(exc)[-3:]
-        results[name] = {"error": f"{type(exc).__name__}: {exc}", "where": "".join(last)}
+        results[name] = {
+            "error": f"{type(exc).__name__}: {exc}",
+            "where": printed.getvalue()[-2000:] + "".join(last),
+        }
         return None
     results[name] = {"value": value}
     return value
 
 
 def read_args(case: dict[str, Any]) -> argparse.Namespace:
+    """The script's `__main__`, up to `trainer.train(args)`, with the argv kohya_wrap launches it with."""
     module = importlib.import_module(TRAINERS[case["script"]][0])
+    # read_config_from_file parses sys.argv a second time, over the TOML values, so argv must be the real one.
+    sys.argv = [case["script"], "--config_file", case["train_toml"], "--dataset_config", case["dataset_toml"]]
     parser = module.setup_parser()
-    args = parser.parse_args(["--config_file", case["train_toml"], "--dataset_config", case["dataset_toml"]])
+    args = parser.parse_args()
     train_util.verify_command_line_training_args(args)
     return train_util.read_config_from_file(args, parser)
 
@@ -136,10 +147,24 @@ def create_network(case: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     if case["script"] == "flux_train_network.py":
         from networks import lora_flux
 
-        net = lora_flux.create_network(1.0, args.network_dim, args.network_alpha, None, [empty(), empty()], empty(),
-                                       neuron_dropout=args.network_dropout, **kwargs)  # fmt: skip
-        return tagged({"dim": net.lora_dim, "alpha": net.alpha, "conv_dim": net.conv_lora_dim,
-                       "conv_alpha": net.conv_alpha})  # fmt: skip
+        net = lora_flux.create_network(
+            1.0,
+            args.network_dim,
+            args.network_alpha,
+            None,
+            [empty(), empty()],
+            empty(),
+            neuron_dropout=args.network_dropout,
+            **kwargs,
+        )
+        return tagged(
+            {
+                "dim": net.lora_dim,
+                "alpha": net.alpha,
+                "conv_dim": net.conv_lora_dim,
+                "conv_alpha": net.conv_alpha,
+            }
+        )
 
     from library.sdxl_original_unet import SdxlUNet2DConditionModel
     from networks import lora
@@ -152,18 +177,42 @@ def create_network(case: dict[str, Any], args: argparse.Namespace) -> dict[str, 
 
     text_encoders = [empty(), empty()] if is_sdxl else [empty()]
     unet = EmptySdxlUNet() if is_sdxl else empty()
-    net = lora.create_network(1.0, args.network_dim, args.network_alpha, None, text_encoders, unet,
-                              neuron_dropout=args.network_dropout, **kwargs)  # fmt: skip
-    result: dict[str, Any] = {"dim": net.lora_dim, "alpha": net.alpha, "conv_dim": net.conv_lora_dim,
-                              "conv_alpha": net.conv_alpha, "block_lr_weight": getattr(net, "block_lr_weight", None)}  # fmt: skip
+    net = lora.create_network(
+        1.0,
+        args.network_dim,
+        args.network_alpha,
+        None,
+        text_encoders,
+        unet,
+        neuron_dropout=args.network_dropout,
+        **kwargs,
+    )
+    result: dict[str, Any] = {
+        "dim": net.lora_dim,
+        "alpha": net.alpha,
+        "conv_dim": net.conv_lora_dim,
+        "conv_alpha": net.conv_alpha,
+        "block_lr_weight": getattr(net, "block_lr_weight", None),
+    }
     if "block_dims" in kwargs:
         # create_network passes these to LoRANetwork without keeping them; ask the same helper it uses.
         dims, alphas, conv_dims, conv_alphas = lora.get_block_dims_and_alphas(
-            is_sdxl, kwargs.get("block_dims"), kwargs.get("block_alphas"), net.lora_dim, net.alpha,
-            kwargs.get("conv_block_dims"), kwargs.get("conv_block_alphas"), net.conv_lora_dim, net.conv_alpha,
-        )  # fmt: skip
-        result |= {"block_dims": dims, "block_alphas": alphas, "conv_block_dims": conv_dims,
-                   "conv_block_alphas": conv_alphas}  # fmt: skip
+            is_sdxl,
+            kwargs.get("block_dims"),
+            kwargs.get("block_alphas"),
+            net.lora_dim,
+            net.alpha,
+            kwargs.get("conv_block_dims"),
+            kwargs.get("conv_block_alphas"),
+            net.conv_lora_dim,
+            net.conv_alpha,
+        )
+        result |= {
+            "block_dims": dims,
+            "block_alphas": alphas,
+            "conv_block_dims": conv_dims,
+            "conv_block_alphas": conv_alphas,
+        }
     return tagged(result)
 
 
@@ -171,8 +220,14 @@ def optimizer(args: argparse.Namespace) -> dict[str, Any]:
     args = copy.deepcopy(args)
     param = torch.nn.Parameter(torch.zeros(4))
     name, arg_text, opt = train_util.get_optimizer(args, [param])
-    return tagged({"name": name, "class": type(opt).__name__, "defaults": dict(opt.defaults),
-                   "lr_scheduler": args.lr_scheduler})  # fmt: skip
+    return tagged(
+        {
+            "name": name,
+            "class": type(opt).__name__,
+            "defaults": dict(opt.defaults),
+            "lr_scheduler": args.lr_scheduler,
+        }
+    )
 
 
 def probe(case: dict[str, Any]) -> dict[str, Any]:
@@ -187,19 +242,25 @@ def probe(case: dict[str, Any]) -> dict[str, Any]:
         config = stage(results, "dataset_config", lambda: dataset_config(case, ready))
         if config is not None:
             blueprint = config.pop("blueprint")
-            config["blueprint"] = tagged({
-                "datasets": [{"params": dataclasses.asdict(d.params),
-                              "subsets": [dataclasses.asdict(s.params) for s in d.subsets]}
-                             for d in blueprint.dataset_group.datasets],
-            })  # fmt: skip
+            config["blueprint"] = tagged(
+                {
+                    "datasets": [
+                        {
+                            "params": dataclasses.asdict(d.params),
+                            "subsets": [dataclasses.asdict(s.params) for s in d.subsets],
+                        }
+                        for d in blueprint.dataset_group.datasets
+                    ],
+                }
+            )
             groups = stage(results, "dataset_group", lambda: dataset_group(blueprint))
             if groups is not None:
                 results["dataset_group"]["value"] = describe_group(groups[0])
                 stage(results, "assert_extra_args", lambda: trainer_checks(case, ready, groups))
     stage(results, "create_network", lambda: create_network(case, args))
     stage(results, "get_optimizer", lambda: optimizer(args))
-    if case["prompts"] is not None:
-        stage(results, "load_prompts", lambda: tagged(train_util.load_prompts(case["prompts"])))
+    if getattr(args, "sample_prompts", None) is not None:
+        stage(results, "load_prompts", lambda: tagged(train_util.load_prompts(args.sample_prompts)))
     return results
 
 

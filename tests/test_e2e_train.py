@@ -1,0 +1,159 @@
+"""Real LoRA training through the real sd-scripts on the CPU with a random model, via `kohya-wrap train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kohya_wrap import events as ev
+
+pytestmark = pytest.mark.sd_scripts
+
+PROMPTS = '[{ text = "e2etok, a red square", width = 64, height = 64, steps = 2, cfg = 7.0, seed = 1 },' \
+          ' { text = "e2etok, a blue square", negative = "blurry", width = 64, height = 64, steps = 2 }]'  # fmt: skip
+
+
+def write_config(tmp_path: Path, assets, model: Path, family: str = "sd15", epochs: int = 2,  # type: ignore[no-untyped-def]
+                 precision: str = "no") -> Path:  # fmt: skip
+    images = tmp_path / "data" / "e2etok"
+    shutil.copytree(assets.images, images)
+    config = tmp_path / "e2e.toml"
+    config.write_text(
+        f"""
+[model]
+family = "{family}"
+base = "{model}"
+tokenizer_cache_dir = "{assets.tokenizers}"
+[dataset]
+dirs = [{{ path = "{images}" }}]
+resolution = 64
+enable_bucket = false
+[network]
+dim = 4
+alpha = 2
+[optimizer]
+type = "AdamW"
+learning_rate = 1e-4
+scheduler = "constant"
+[training]
+epochs = {epochs}
+batch_size = 1
+mixed_precision = "{precision}"
+seed = 42
+shuffle_tags = false
+[sampling]
+every_n_epochs = 1
+sampler = "euler_a"
+prompts = {PROMPTS}
+[save]
+output_name = "e2e_lora"
+every_n_epochs = 1
+precision = "fp32"
+[run]
+runs_dir = "{tmp_path / "runs"}"
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def kohya_wrap(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kohya_wrap", *args]
+
+
+def only_run(tmp_path: Path) -> Path:
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(runs) == 1
+    return runs[0]
+
+
+def events_of(run: Path) -> list[ev.Event]:
+    return [ev.from_json(line) for line in (run / "events.jsonl").read_text("utf-8").splitlines()]
+
+
+def assert_trained(run: Path, epochs: int, steps: int) -> None:
+    record = json.loads((run / "run.json").read_text("utf-8"))
+    assert record["status"] == "finished", record
+    assert record["exit_code"] == 0
+    out = run / "output"
+    numbered = [f"e2e_lora-{e:06d}.safetensors" for e in range(1, epochs)]
+    assert sorted(p.name for p in out.glob("*.safetensors")) == sorted([*numbered, "e2e_lora.safetensors"])
+    samples = sorted(p.name for p in (out / "sample").glob("*.png"))
+    for epoch in range(1, epochs + 1):
+        for prompt in (0, 1):
+            assert any(name.startswith(f"e2e_lora_e{epoch:06d}_{prompt:02d}_") for name in samples), samples
+    events = events_of(run)
+    started = [e for e in events if isinstance(e, ev.RunStarted)]
+    assert started and started[-1].total_steps == steps
+    step_events = [e for e in events if isinstance(e, ev.Step)]
+    assert step_events[-1].step == steps and step_events[-1].total == steps
+    saved = [e for e in events if isinstance(e, ev.CheckpointSaved)]
+    assert sorted(e.epoch for e in saved if e.epoch is not None) == list(range(1, epochs + 1))
+    finished = [e for e in events if isinstance(e, ev.RunFinished)]
+    assert finished[-1].success
+
+
+def test_sd15_trains_two_epochs(tmp_path: Path, e2e_assets) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, e2e_assets, e2e_assets.sd15_model)
+    proc = subprocess.run(kohya_wrap("train", str(config), "--json"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert_trained(run, epochs=2, steps=8)
+    # --json streams exactly what events.jsonl holds.
+    streamed = [json.loads(line)["kind"] for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert streamed == [json.loads(line)["kind"] for line in (run / "events.jsonl").read_text().splitlines()]
+
+
+def test_sd15_interrupted_then_resumed(tmp_path: Path, e2e_assets) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, e2e_assets, e2e_assets.sd15_model, epochs=3)
+    proc = subprocess.Popen(kohya_wrap("train", str(config)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and proc.poll() is None:
+        # Epoch 1 is complete once its last sample exists (sd-scripts saves, then samples).
+        if (tmp_path / "runs").exists() and list((tmp_path / "runs").glob("*/output/sample/e2e_lora_e000001_01_*")):
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    # Ctrl-C reaches the foreground process group: here, kohya-wrap's own group.
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-3000:]
+    assert "--resume" in output
+    run = only_run(tmp_path)
+    record = json.loads((run / "run.json").read_text("utf-8"))
+    assert record["status"] == "interrupted"
+    assert (run / "output" / "e2e_lora-000001.safetensors").exists()
+
+    resumed = subprocess.run(kohya_wrap("train", "--resume", str(run)), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert_trained(run, epochs=3, steps=12)
+    assert json.loads((run / "run.json").read_text("utf-8"))["attempts"] == 2
+
+
+def test_missing_base_model_is_one_clear_line(tmp_path: Path, e2e_assets) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, e2e_assets, tmp_path / "nowhere.safetensors")
+    proc = subprocess.run(kohya_wrap("train", str(config)), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"model.base: not found: {tmp_path / 'nowhere.safetensors'}; fix model.base (a .safetensors file or a "
+        "diffusers folder)"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sdxl_bf16_trains(tmp_path: Path, e2e_assets, e2e_sdxl_model: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, e2e_assets, e2e_sdxl_model, family="sdxl", precision="bf16")
+    proc = subprocess.run(kohya_wrap("train", str(config), "--set", "training.gradient_checkpointing=false"),
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_trained(only_run(tmp_path), epochs=2, steps=8)
