@@ -254,6 +254,36 @@ def runs(runs_dir: Path) -> None:
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--metadata", is_flag=True, help="Also print each LoRA's ss_* metadata.")
+def outputs(run_dir: Path, metadata: bool) -> None:
+    """List a run's LoRA per epoch with its size and sample images."""
+    from kohya_wrap.layout import RunLayout
+    from kohya_wrap.outputs import MetadataError, collect, read_metadata
+    from kohya_wrap.runs import read_record
+
+    layout = RunLayout(run_dir.resolve())
+    record = read_record(layout)
+    files = collect(layout, record.name, record.epochs)
+    if not files:
+        click.echo(f"no LoRA files yet in {layout.output_dir} (run status: {record.status})")
+    for lora in files:
+        label = f"epoch {lora.epoch}" if lora.epoch is not None else f"step {lora.step}"
+        click.echo(f"{label:10} {lora.size / 2**20:8.1f} MiB  {lora.path.relative_to(layout.root)}"
+                   + ("  (final)" if lora.final else ""))  # fmt: skip
+        for sample in lora.samples:
+            click.echo(f"{'':10} sample    {sample.relative_to(layout.root)}")
+        if metadata:
+            try:
+                meta = read_metadata(lora.path)
+            except MetadataError as exc:
+                click.echo(f"{'':10} {exc}")
+                continue
+            for key in sorted(meta):
+                click.echo(f"{'':10} {key} = {meta[key][:200]}")
+
+
+@main.command()
 @CONFIG_ARG
 @SET_OPTION
 @PRESET_OPTION

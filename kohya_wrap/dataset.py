@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagesize
+import imagesize  # type: ignore[import-untyped]
 
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.settings import Config
@@ -100,11 +100,14 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and path.suffix in (path.suffix.lower(), path.suffix.upper())
+    suffix = path.suffix
+    return suffix.lower() in IMAGE_EXTENSIONS and suffix in (suffix.lower(), suffix.upper())
 
 
 def _mixed_case_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_image_name(p))
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_image_name(p)
+    )
 
 
 def read_size(path: Path) -> tuple[int, int] | None:
@@ -124,15 +127,17 @@ def scan_folder(index: int, folder: Path, repeats: int, is_reg: bool, class_toke
         raise DatasetError(f"{where}: not a folder: {folder}")
     skipped = _mixed_case_images(folder)
     if skipped:
-        raise DatasetError(f"{where}: sd-scripts reads only lower- or upper-case extensions (.png or .PNG) and "
-                           f"would skip {_names(skipped)}; rename them")  # fmt: skip
+        raise DatasetError(f"{where}: sd-scripts reads only lower- or upper-case extensions (.png or .PNG) "
+                           f"and would skip {_names(skipped)}; rename them")  # fmt: skip
     images = list_images(folder)
     if not images:
         nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and list_images(p))
         hint = (f"; images are in its subfolders {', '.join(nested)}: list those in dataset.dirs" if nested
                 else "; add PNG, JPEG, WebP or BMP images")  # fmt: skip
         raise DatasetError(f"{where}: no images in {folder}{hint}")
-    infos, other, empty = [], [], []
+    infos: list[ImageInfo] = []
+    other: list[Path] = []
+    empty: list[Path] = []
     for image in images:
         caption = image.with_suffix(caption_extension)
         has_caption = caption.is_file()
@@ -199,10 +204,11 @@ def plan_steps(cfg: Config, report: DatasetReport) -> StepPlan:
     assert ds.resolution is not None and ds.min_bucket_reso is not None and ds.max_bucket_reso is not None
     resos = bucket_resolutions(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso)
     counts: Counter[tuple[int, int]] = Counter()
+    square = (ds.resolution, ds.resolution)
 
     def add(images: Sequence[ImageInfo], repeats: int) -> None:
         for info in images:
-            reso = (ds.resolution, ds.resolution)
+            reso = square
             if ds.enable_bucket and info.size is not None:
                 reso = assign_bucket(info.size, resos)
             counts[reso] += repeats

@@ -52,8 +52,11 @@ def preset_path(name: str) -> Path:
     path = templates_dir() / f"{name}.toml"
     if not path.is_file():
         names = [n for n, _ in list_presets()]
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        close = difflib.get_close_matches(name, names, n=1) or [n for n in names if n.startswith(name)]
+        hint = ""
+        if close:
+            hint = f"did you mean '{close[0]}'? " if len(close) == 1 else (
+                "did you mean one of " + ", ".join(f"'{n}'" for n in close) + "? ")  # fmt: skip
         raise ConfigError(f"preset: unknown preset '{name}'; {hint}see `kohya-wrap presets`")
     return path
 
@@ -223,12 +226,13 @@ def _describe_form(tag: str) -> str:
     """Words for a pydantic union-member tag such as `list[float]` or `literal['all']`."""
     if tag.startswith("literal[") and tag.endswith("]"):
         try:
-            values = ast.literal_eval(f"[{tag[len('literal['):-1]}]")
+            values = ast.literal_eval("[" + tag.removeprefix("literal[").removesuffix("]") + "]")
         except (ValueError, SyntaxError):
             return tag
         return "one of " + ", ".join(repr(v) for v in values)
     if tag.startswith("list[") and tag.endswith("]"):
-        return "a list of " + _LIST_WORDS.get(tag[len("list["):-1], tag[len("list["):-1])
+        item = tag.removeprefix("list[").removesuffix("]")
+        return "a list of " + _LIST_WORDS.get(item, item)
     return _FORM_WORDS.get(tag, tag)
 
 

@@ -160,7 +160,7 @@ def render_dataset(cfg: Config) -> dict[str, Any]:
 def optimizer_arg_text(key: str, value: OptimizerArg) -> str:
     """`key=value` whose value sd-scripts' ast.literal_eval reads back as the same Python value."""
     if isinstance(value, list):
-        # A tuple literal: "()" when empty and a trailing comma for one value, or literal_eval returns a float.
+        # A tuple literal: "()" when empty, a trailing comma for one value (else literal_eval gives a float).
         text = ",".join(repr(float(v)) for v in value) + ("," if len(value) == 1 else "") if value else "()"
     else:
         text = repr(value)

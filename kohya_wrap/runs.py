@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import tomli_w
 
-from kohya_wrap import __version__
 from kohya_wrap.dataset import StepPlan
 from kohya_wrap.errors import ConfigError, RunError
 from kohya_wrap.files import write_atomic

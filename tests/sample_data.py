@@ -8,8 +8,12 @@ from pathlib import Path
 from PIL import Image
 
 
-def write_images(folder: Path, sizes: Sequence[tuple[int, int]], caption: str | None = "zdm, 1boy",
-                 caption_extension: str = ".txt") -> list[Path]:  # fmt: skip
+def write_images(
+    folder: Path,
+    sizes: Sequence[tuple[int, int]],
+    caption: str | None = "zdm, 1boy",
+    caption_extension: str = ".txt",
+) -> list[Path]:
     """`len(sizes)` PNGs named 00.png, 01.png… (with a caption file each unless caption is None)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -33,7 +37,11 @@ def write_models(folder: Path) -> dict[str, Path]:
 
 def config_text(family: str, models: dict[str, Path], dirs: Sequence[Path], extra: str = "") -> str:
     """A config file's text for `family` over the dataset folders `dirs`."""
-    flux = "".join(f'{key} = "{models[key]}"\n' for key in ("clip_l", "t5xxl", "ae")) if family == "flux" else ""
+    flux = (
+        "".join(f'{key} = "{models[key]}"\n' for key in ("clip_l", "t5xxl", "ae")) if family == "flux" else ""
+    )
     entries = ", ".join(f'{{ path = "{d}" }}' for d in dirs)
-    return (f'[model]\nfamily = "{family}"\nbase = "{models["base"]}"\n{flux}\n'
-            f"[dataset]\ndirs = [{entries}]\n\n{extra}")  # fmt: skip
+    return (
+        f'[model]\nfamily = "{family}"\nbase = "{models["base"]}"\n{flux}\n'
+        f"[dataset]\ndirs = [{entries}]\n\n{extra}"
+    )

@@ -1,15 +1,16 @@
-"""Reads rendered kohya_wrap files with sd-scripts' own code and reports what it understood (for test_contract).
+"""Reads rendered kohya_wrap files with sd-scripts' own code and reports what it understood.
 
-Usage, with the sd-scripts checkout as the working directory and its interpreter:
+Used by tests/test_contract.py; run with the sd-scripts checkout as the working directory:
     python tests/sd_scripts_probe.py CASES.json RESULTS.json
 
-CASES.json is a list of {"id", "script", "train_toml", "dataset_toml", "keys"}. For each
-case this does what the training script does before it loads a model: build the script's parser,
-`parse_args(["--config_file", ..., "--dataset_config", ...])`, `read_config_from_file`,
-`verify_training_args`, `prepare_dataset_args`, the dataset blueprint and dataset group (images,
-captions, buckets), the trainer's `assert_extra_args`, the LoRA module's `create_network` (with empty
-stand-in models), `get_optimizer` (on one dummy parameter) and `load_prompts` on `sample_prompts`. Every stage reports
-its values or its error separately, so one failure does not hide the others.
+CASES.json is a list of {"id", "script", "train_toml", "dataset_toml", "keys"}. For each case this
+does what the training script does before it loads a model: its `__main__` with the argv kohya_wrap
+launches it with (`--config_file train.toml --dataset_config dataset.toml`) up to
+`read_config_from_file`, then `verify_training_args`, `prepare_dataset_args`, the dataset blueprint
+and dataset group (images, captions, buckets), the trainer's `assert_extra_args`, the LoRA module's
+`create_network` (with empty stand-in models), `get_optimizer` (on one dummy parameter) and
+`load_prompts` on `sample_prompts`. Every stage reports its values or its error separately, so one
+failure does not hide the others.
 
 Values are written type-tagged (`[type name, value]`, containers recursively), because JSON alone
 cannot tell a tuple from a list, and the tests assert exact types.

@@ -16,7 +16,10 @@ from kohya_wrap.settings import Config
 
 
 def make_config(dirs: list[dict[str, Any]], **sections: dict[str, Any]) -> Config:
-    doc: dict[str, Any] = {"model": {"family": "sd15", "base": "/m/base.safetensors"}, "dataset": {"dirs": dirs}}
+    doc: dict[str, Any] = {
+        "model": {"family": "sd15", "base": "/m/base.safetensors"},
+        "dataset": {"dirs": dirs},
+    }
     for name, values in sections.items():
         doc.setdefault(name, {}).update(values)
     return validate(doc)
@@ -27,7 +30,12 @@ def test_seaart_walkthrough_7_images_10_repeats_10_epochs_batch_1_is_700_steps(t
     write_images(folder, [(512, 512)] * 7)
     cfg = make_config([{"path": str(folder)}], training={"epochs": 10, "batch_size": 1})
     plan = plan_steps(cfg, scan(cfg))
-    assert (plan.images, plan.images_with_repeats, plan.batches_per_epoch, plan.total_steps) == (7, 70, 70, 700)
+    assert (plan.images, plan.images_with_repeats, plan.batches_per_epoch, plan.total_steps) == (
+        7,
+        70,
+        70,
+        700,
+    )
     assert plan.seaart_cost == 700  # SeaArt's stamina: images × repeats × epochs
     assert plan.buckets == (((512, 512), 70),)
 
@@ -35,8 +43,11 @@ def test_seaart_walkthrough_7_images_10_repeats_10_epochs_batch_1_is_700_steps(t
 def test_without_buckets_every_image_is_the_training_resolution(tmp_path: Path) -> None:
     folder = tmp_path / "imgs"
     write_images(folder, [(512, 512), (512, 768), (768, 512)])
-    cfg = make_config([{"path": str(folder), "repeats": 3}], dataset={"enable_bucket": False},
-                      training={"epochs": 2, "batch_size": 2})  # fmt: skip
+    cfg = make_config(
+        [{"path": str(folder), "repeats": 3}],
+        dataset={"enable_bucket": False},
+        training={"epochs": 2, "batch_size": 2},
+    )
     plan = plan_steps(cfg, scan(cfg))
     # One bucket of 9 images with repeats: ceil(9 / 2) = 5 batches per epoch.
     assert (plan.buckets, plan.batches_per_epoch, plan.total_steps) == ((((512, 512), 9),), 5, 10)
@@ -45,11 +56,27 @@ def test_without_buckets_every_image_is_the_training_resolution(tmp_path: Path) 
 def test_sd15_bucket_resolutions_by_hand() -> None:
     # make_bucket_resolutions((512, 512), 256, 1024, 64): for each width w from 256 to 1024 in steps
     # of 64, height = min(1024, (512 * 512 // w) // 64 * 64), kept when ≥ 256, both orientations.
-    assert bucket_resolutions(512, 256, 1024) == sorted({
-        (512, 512),
-        (256, 1024), (1024, 256), (320, 768), (768, 320), (384, 640), (640, 384), (448, 576), (576, 448),
-        (704, 320), (320, 704), (832, 256), (256, 832), (896, 256), (256, 896), (960, 256), (256, 960),
-    })  # fmt: skip
+    assert bucket_resolutions(512, 256, 1024) == sorted(
+        {
+            (512, 512),
+            (256, 1024),
+            (1024, 256),
+            (320, 768),
+            (768, 320),
+            (384, 640),
+            (640, 384),
+            (448, 576),
+            (576, 448),
+            (704, 320),
+            (320, 704),
+            (832, 256),
+            (256, 832),
+            (896, 256),
+            (256, 896),
+            (960, 256),
+            (256, 960),
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -90,10 +117,17 @@ def test_a_partial_batch_per_bucket_counts_as_a_batch(tmp_path: Path) -> None:
 def test_several_training_folders_add_up(tmp_path: Path) -> None:
     write_images(tmp_path / "20_zdm 1boy", [(512, 512)] * 2)
     write_images(tmp_path / "imgs", [(512, 512)] * 3)
-    cfg = make_config([{"path": str(tmp_path / "20_zdm 1boy")}, {"path": str(tmp_path / "imgs"), "repeats": 5}],
-                      training={"epochs": 2, "batch_size": 5})  # fmt: skip
+    cfg = make_config(
+        [{"path": str(tmp_path / "20_zdm 1boy")}, {"path": str(tmp_path / "imgs"), "repeats": 5}],
+        training={"epochs": 2, "batch_size": 5},
+    )
     plan = plan_steps(cfg, scan(cfg))
-    assert (plan.images, plan.images_with_repeats, plan.batches_per_epoch, plan.total_steps) == (5, 55, 11, 22)
+    assert (plan.images, plan.images_with_repeats, plan.batches_per_epoch, plan.total_steps) == (
+        5,
+        55,
+        11,
+        22,
+    )
 
 
 @pytest.mark.parametrize(
@@ -112,9 +146,14 @@ def test_regularisation_images_follow_sd_scripts_cycling(
 ) -> None:
     write_images(tmp_path / "train", [(512, 512)] * train[0])
     write_images(tmp_path / "reg", [(512, 512)] * reg[0], caption=None)
-    cfg = make_config([{"path": str(tmp_path / "train"), "repeats": train[1]},
-                       {"path": str(tmp_path / "reg"), "repeats": reg[1], "is_reg": True}],
-                      dataset={"enable_bucket": False}, training={"epochs": 1, "batch_size": 1})  # fmt: skip
+    cfg = make_config(
+        [
+            {"path": str(tmp_path / "train"), "repeats": train[1]},
+            {"path": str(tmp_path / "reg"), "repeats": reg[1], "is_reg": True},
+        ],
+        dataset={"enable_bucket": False},
+        training={"epochs": 1, "batch_size": 1},
+    )
     plan = plan_steps(cfg, scan(cfg))
     assert plan.images_with_repeats == train[0] * train[1]
     assert plan.reg_images_with_repeats == reg_total
@@ -124,8 +163,10 @@ def test_regularisation_images_follow_sd_scripts_cycling(
 def test_regularisation_images_get_their_own_buckets(tmp_path: Path) -> None:
     write_images(tmp_path / "train", [(512, 512)] * 4)
     write_images(tmp_path / "reg", [(512, 768), (768, 512)], caption=None)
-    cfg = make_config([{"path": str(tmp_path / "train")}, {"path": str(tmp_path / "reg"), "is_reg": True}],
-                      training={"epochs": 1, "batch_size": 2})  # fmt: skip
+    cfg = make_config(
+        [{"path": str(tmp_path / "train")}, {"path": str(tmp_path / "reg"), "is_reg": True}],
+        training={"epochs": 1, "batch_size": 2},
+    )
     plan = plan_steps(cfg, scan(cfg))
     # 4 training images; reg images cycled to 4: each twice.
     assert plan.buckets == (((384, 640), 2), ((512, 512), 4), ((640, 384), 2))
@@ -136,8 +177,11 @@ def test_regularisation_images_get_their_own_buckets(tmp_path: Path) -> None:
 def test_steps_are_split_over_processes(tmp_path: Path, processes: int, steps: int) -> None:
     folder = tmp_path / "7_zdm"
     write_images(folder, [(512, 512)])
-    cfg = make_config([{"path": str(folder)}], training={"epochs": 10, "batch_size": 1},
-                      run={"num_processes": processes, "gpu_ids": list(range(processes))})  # fmt: skip
+    cfg = make_config(
+        [{"path": str(folder)}],
+        training={"epochs": 10, "batch_size": 1},
+        run={"num_processes": processes, "gpu_ids": list(range(processes))},
+    )
     plan = plan_steps(cfg, scan(cfg))
     # train_network.py: max_train_epochs × ceil(batches / processes / gradient accumulation).
     assert plan.total_steps == 10 * math.ceil(7 / processes) == steps
@@ -155,10 +199,12 @@ def test_scan_reads_sizes_and_captions(tmp_path: Path) -> None:
     report = scan(cfg)
     (only,) = report.folders
     assert [(i.path.name, i.size, i.caption.name if i.caption else None) for i in only.images] == [
-        ("00.png", (64, 96), None), ("01.PNG", (64, 64), "01.txt")]  # fmt: skip
+        ("00.png", (64, 96), None),
+        ("01.PNG", (64, 64), "01.txt"),
+    ]
     assert (only.repeats, only.class_token, report.train_images) == (20, "zdm 1boy", 2)
     assert report.warnings() == [
-        f"dataset.dirs.0.path: 1 of 2 images have no .txt caption and will be captioned 'zdm 1boy': 00.png"
+        "dataset.dirs.0.path: 1 of 2 images have no .txt caption and will be captioned 'zdm 1boy': 00.png"
     ]
 
 
@@ -167,7 +213,8 @@ def test_missing_captions_without_class_token_are_named(tmp_path: Path) -> None:
     write_images(folder, [(64, 64)] * 7, caption=None)
     cfg = make_config([{"path": str(folder)}])
     assert scan(cfg).warnings() == [
-        "dataset.dirs.0.path: 7 of 7 images have no .txt caption and train with an empty one: 00.png, 01.png, "
+        "dataset.dirs.0.path: 7 of 7 images have no .txt caption and train with an empty one: 00.png, "
+        "01.png, "
         "02.png, 03.png, 04.png and 2 more; run `kohya-wrap tag` on the folder"
     ]
 
@@ -180,6 +227,7 @@ def test_mixed_case_extensions_are_named_because_sd_scripts_skips_them(tmp_path:
     with pytest.raises(DatasetError) as caught:
         scan(cfg)
     assert caught.value.lines == (
-        "dataset.dirs.0.path: sd-scripts reads only lower- or upper-case extensions (.png or .PNG) and would skip "
+        "dataset.dirs.0.path: sd-scripts reads only lower- or upper-case extensions (.png or .PNG) and would "
+        "skip "
         "00.Png; rename them",
     )

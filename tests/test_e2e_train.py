@@ -157,3 +157,21 @@ def test_sdxl_bf16_trains(tmp_path: Path, e2e_assets, e2e_sdxl_model: Path) -> N
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_trained(only_run(tmp_path), epochs=2, steps=8)
+
+
+def test_lora_metadata_carries_our_config_hash(tmp_path: Path, e2e_assets) -> None:  # type: ignore[no-untyped-def]
+    from kohya_wrap.layout import RunLayout
+    from kohya_wrap.outputs import collect, read_metadata
+    from kohya_wrap.runs import read_record
+
+    config = write_config(tmp_path, e2e_assets, e2e_assets.sd15_model, epochs=1)
+    proc = subprocess.run(kohya_wrap("train", str(config), "--set", "sampling.prompts=[]"), capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    layout = RunLayout(only_run(tmp_path))
+    record = read_record(layout)
+    (lora,) = collect(layout, "e2e_lora", record.epochs)
+    meta = read_metadata(lora.path)
+    assert meta["ss_training_comment"] == f"kohya_wrap config {record.config_hash}"
+    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0"
+    assert meta["ss_num_epochs"] == "1" and meta["ss_output_name"] == "e2e_lora"

@@ -144,8 +144,8 @@ def test_focus_crop_finds_the_subject(size: tuple[int, int], subject: tuple[int,
 
 def test_focus_crop_falls_back_to_the_centre() -> None:
     assert focus_box(Image.new("RGB", (300, 100), (255, 255, 255))) == center_box(300, 100) == (100, 0, 200, 100)
-    middle = _scene(300, 100, (120, 10, 180, 90), "texture")
-    assert focus_box(middle) == (100, 0, 200, 100)
+    middle = focus_box(_scene(300, 100, (120, 10, 180, 90), "texture"))
+    assert abs(middle[0] - 100) <= 2, middle
     assert focus_box(Image.new("RGB", (50, 50))) == (0, 0, 50, 50)
 
 
@@ -167,7 +167,7 @@ def test_prepare_folder_writes_crops_and_captions_to_a_new_folder(tmp_path: Path
     assert {Image.open(target / n).size for n in ("small.png", "tall.png", "wide.png")} == {(64, 64)}
     assert (target / "wide.txt").read_text() == "zdm, 1boy\n"
     assert np.asarray(Image.open(target / "tall.png")).min() == 255  # transparent → white
-    assert {d.source.name: d.box for d in done}["wide.png"] == (200, 0, 300, 100)
+    assert _covers({d.source.name: d.box for d in done}["wide.png"] or (0, 0, 0, 0), (225, 10, 290, 90))
     assert _digest(source) == before
     with pytest.raises(DatasetError, match="already exists"):
         prepare_folder(source, target, "center", 64)

@@ -27,7 +27,10 @@ TEMPLATES = sorted(templates_dir().glob("*.toml"))
 def required_paths(tmp_path: Path, family: str) -> list[str]:
     """--set overrides for the values every preset leaves to the user (files need not be real models)."""
     (tmp_path / "20_zdm 1boy").mkdir(exist_ok=True)
-    sets = [f"model.base={tmp_path / 'base.safetensors'}", f'dataset.dirs=[{{path = "{tmp_path / "20_zdm 1boy"}"}}]']
+    sets = [
+        f"model.base={tmp_path / 'base.safetensors'}",
+        f'dataset.dirs=[{{path = "{tmp_path / "20_zdm 1boy"}"}}]',
+    ]
     if family == "flux":
         sets += [f"model.{key}={tmp_path / key}.safetensors" for key in ("clip_l", "t5xxl", "ae")]
     return sets
@@ -52,9 +55,13 @@ def held(cfg: Config, dotted: str) -> Any:
 
 def test_the_shipped_presets() -> None:
     assert [path.stem for path in TEMPLATES] == [
-        "flux-character", "sd15-character", "sd15-style", "sdxl-illustrious-character", "sdxl-pony-character",
+        "flux-character",
+        "sd15-character",
+        "sd15-style",
+        "sdxl-illustrious-character",
+        "sdxl-pony-character",
         "sdxl-style",
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=[p.stem for p in TEMPLATES])
@@ -85,7 +92,7 @@ def test_every_preset_has_a_summary_line() -> None:
 
 
 def test_templates_folder_can_be_moved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "mine.toml").write_text("# My own preset.\n[model]\nfamily = \"sd15\"\n", encoding="utf-8")
+    (tmp_path / "mine.toml").write_text('# My own preset.\n[model]\nfamily = "sd15"\n', encoding="utf-8")
     monkeypatch.setenv("KOHYA_WRAP_TEMPLATES", str(tmp_path))
     assert list_presets() == [("mine", "My own preset.")]
     assert preset_path("mine") == tmp_path / "mine.toml"
@@ -96,8 +103,10 @@ def test_templates_folder_can_be_moved(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_merge_order_preset_then_file_then_overrides(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text('preset = "sd15-character"\n[network]\ndim = 32\n[optimizer]\nlearning_rate = 2e-4\n',
-                      encoding="utf-8")  # fmt: skip
+    config.write_text(
+        'preset = "sd15-character"\n[network]\ndim = 32\n[optimizer]\nlearning_rate = 2e-4\n',
+        encoding="utf-8",
+    )
     sets = required_paths(tmp_path, "sd15")
     cfg = load_config(config, sets).config
     assert (cfg.network.dim, cfg.network.alpha, cfg.optimizer.learning_rate) == (32, 8.0, 2e-4)
@@ -143,7 +152,7 @@ def test_deep_merge_merges_tables_and_replaces_lists() -> None:
         ("tagging.trigger_word=zdm", ["tagging", "trigger_word"], "zdm"),
         ("model.base=/models/a b.safetensors", ["model", "base"], "/models/a b.safetensors"),
         ("model.base=C:\\models\\x.safetensors", ["model", "base"], "C:\\models\\x.safetensors"),
-        ("tagging.remove_tags=[\"shirt\", \"shorts\"]", ["tagging", "remove_tags"], ["shirt", "shorts"]),
+        ('tagging.remove_tags=["shirt", "shorts"]', ["tagging", "remove_tags"], ["shirt", "shorts"]),
         ('dataset.dirs=[{path = "a", repeats = 2}]', ["dataset", "dirs"], [{"path": "a", "repeats": 2}]),
         ("optimizer.args={weight_decay = 0.01}", ["optimizer", "args"], {"weight_decay": 0.01}),
         (" training . epochs = 3", ["training", "epochs"], 3),
@@ -160,7 +169,9 @@ def test_parse_override(text: str, parts: list[str], value: Any) -> None:
 def test_bad_override_syntax(text: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_override(text)
-    assert caught.value.lines == (f"--set: '{text}' must look like section.key=value, e.g. training.epochs=3",)
+    assert caught.value.lines == (
+        f"--set: '{text}' must look like section.key=value, e.g. training.epochs=3",
+    )
 
 
 def test_overrides_build_nested_tables() -> None:
@@ -179,7 +190,9 @@ def test_an_override_cannot_go_inside_a_value() -> None:
 # ---- paths --------------------------------------------------------------------------------------
 
 
-def test_relative_paths_are_read_from_the_config_files_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_paths_are_read_from_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "project"
     (folder / "models").mkdir(parents=True)
     (folder / "models" / "base.safetensors").write_bytes(b"")
@@ -199,7 +212,10 @@ def test_relative_paths_are_read_from_the_config_files_folder(tmp_path: Path, mo
     assert cfg.model.base == str(folder / "models" / "base.safetensors")
     assert cfg.model.vae == str(folder / "vae.safetensors")
     assert cfg.model.tokenizer_cache_dir == str(folder / "tokenizers")
-    assert [d.path for d in cfg.dataset.dirs] == [str(folder / "images" / "20_zdm 1boy"), str(tmp_path / "shared" / "reg")]
+    assert [d.path for d in cfg.dataset.dirs] == [
+        str(folder / "images" / "20_zdm 1boy"),
+        str(tmp_path / "shared" / "reg"),
+    ]
     assert cfg.tagging.model == "SmilingWolf/wd-vit-tagger-v3"  # a hub id, not a missing local folder
     assert cfg.run.runs_dir == str(folder / "runs")
 
@@ -207,14 +223,19 @@ def test_relative_paths_are_read_from_the_config_files_folder(tmp_path: Path, mo
 def test_absolute_and_home_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     config = tmp_path / "config.toml"
-    config.write_text('[model]\nfamily = "sd15"\nbase = "~/models/base.safetensors"\n'
-                      '[dataset]\ndirs = [{path = "/data/imgs"}, {path = "~/imgs"}]\n', encoding="utf-8")  # fmt: skip
+    config.write_text(
+        '[model]\nfamily = "sd15"\nbase = "~/models/base.safetensors"\n'
+        '[dataset]\ndirs = [{path = "/data/imgs"}, {path = "~/imgs"}]\n',
+        encoding="utf-8",
+    )
     cfg = load_config(config).config
     assert cfg.model.base == str(tmp_path / "home" / "models" / "base.safetensors")
     assert [d.path for d in cfg.dataset.dirs] == ["/data/imgs", str(tmp_path / "home" / "imgs")]
 
 
-def test_override_paths_are_read_from_the_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_override_paths_are_read_from_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "conf" / "config.toml"
     config.parent.mkdir()
     config.write_text('[model]\nfamily = "sd15"\nbase = "/m/base.safetensors"\n', encoding="utf-8")
@@ -228,8 +249,12 @@ def test_compose_returns_the_merged_document(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('preset = "sd15-character"\n[training]\nepochs = 4\n', encoding="utf-8")
     doc = compose(config, ["training.batch_size=1"])
-    assert (doc["preset"], doc["training"]["epochs"], doc["training"]["batch_size"], doc["model"]["family"]) == (
-        "sd15-character", 4, 1, "sd15")  # fmt: skip
+    assert (
+        doc["preset"],
+        doc["training"]["epochs"],
+        doc["training"]["batch_size"],
+        doc["model"]["family"],
+    ) == ("sd15-character", 4, 1, "sd15")
 
 
 # ---- load errors ---------------------------------------------------------------------------------
@@ -262,11 +287,14 @@ def test_missing_and_invalid_config_files(tmp_path: Path) -> None:
     assert load_errors(missing) == [f"config: file not found: {missing}"]
     bad = tmp_path / "bad.toml"
     bad.write_text('[model]\nfamily = "sd15\n', encoding="utf-8")
-    assert load_errors(bad) == [f"config: {bad} is not valid TOML: Illegal character '\\n' (at line 2, column 15)"]
+    assert load_errors(bad) == [
+        f"config: {bad} is not valid TOML: Illegal character '\\n' (at line 2, column 15)"
+    ]
     latin = tmp_path / "latin.toml"
-    latin.write_bytes('# caf\xe9\n'.encode("latin-1"))
+    latin.write_bytes("# caf\xe9\n".encode("latin-1"))
     assert load_errors(latin) == [
-        f"config: cannot read {latin}: 'utf-8' codec can't decode byte 0xe9 in position 5: invalid continuation byte"
+        f"config: cannot read {latin}: 'utf-8' codec can't decode byte 0xe9 in position 5: invalid "
+        "continuation byte"
     ]
 
 

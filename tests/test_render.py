@@ -26,19 +26,29 @@ from kohya_wrap.settings import Config
 
 PRESETS = sorted(p.stem for p in templates_dir().glob("*.toml"))
 # The strings sd-scripts' reader (toml 0.10.2) and tomllib must both read back exactly.
-NASTY = "it's \"quoted\" \\back\\slash\\ ]x[ #hash, =eq {b} 日本語 \\u0041 end\\"
+NASTY = 'it\'s "quoted" \\back\\slash\\ ]x[ #hash, =eq {b} 日本語 \\u0041 end\\'
 
 
 def plan_of(total_steps: int = 100, processes: int = 1) -> StepPlan:
-    return StepPlan(images=10, images_with_repeats=total_steps, reg_images_with_repeats=0, batch_size=1,
-                    batches_per_epoch=total_steps, epochs=1, num_processes=processes, total_steps=total_steps,
-                    buckets=(((512, 512), total_steps),))  # fmt: skip
+    return StepPlan(
+        images=10,
+        images_with_repeats=total_steps,
+        reg_images_with_repeats=0,
+        batch_size=1,
+        batches_per_epoch=total_steps,
+        epochs=1,
+        num_processes=processes,
+        total_steps=total_steps,
+        buckets=(((512, 512), total_steps),),
+    )
 
 
 def make_config(family: str = "sd15", **values: Any) -> Config:
     """A config for `family` with `values` by dotted key given as `section__key`."""
-    doc: dict[str, Any] = {"model": {"family": family, "base": "/m/base.safetensors"},
-                           "dataset": {"dirs": [{"path": "/data/20_zdm 1boy"}]}}  # fmt: skip
+    doc: dict[str, Any] = {
+        "model": {"family": family, "base": "/m/base.safetensors"},
+        "dataset": {"dirs": [{"path": "/data/20_zdm 1boy"}]},
+    }
     if family == "flux":
         doc["model"] |= {k: f"/m/{k}.safetensors" for k in ("clip_l", "t5xxl", "ae")}
     for key, value in values.items():
@@ -88,8 +98,17 @@ def test_every_preset_renders_only_known_arguments_with_valid_values(name: str, 
     args = train_args(out, tmp_path / "run")
     assert sd_args.check_training_args(script, args) == []
     # The values sd-scripts' parser defaults get wrong for a LoRA are always written out.
-    for key in ("learning_rate", "network_alpha", "network_dim", "max_train_steps", "network_module",
-                "console_log_simple", "output_name", "save_precision", "mixed_precision"):  # fmt: skip
+    for key in (
+        "learning_rate",
+        "network_alpha",
+        "network_dim",
+        "max_train_steps",
+        "network_module",
+        "console_log_simple",
+        "output_name",
+        "save_precision",
+        "mixed_precision",
+    ):
         assert key in args, key
     assert args["network_module"] == ("networks.lora_flux" if cfg.model.family == "flux" else "networks.lora")
     assert args["max_train_steps"] == plan.total_steps
@@ -101,32 +120,59 @@ def test_every_preset_renders_only_known_arguments_with_valid_values(name: str, 
 # Configs that switch on every option render touches, per family.
 FULL_OPTIONS: dict[str, dict[str, Any]] = {
     "sd15": {
-        "network__conv_dim": 8, "network__block_dims": [4] * 25, "network__block_alphas": [2] * 25,
+        "network__conv_dim": 8,
+        "network__block_dims": [4] * 25,
+        "network__block_alphas": [2] * 25,
         "network__block_lr_weights": {"down": "cosine", "mid": [0.5], "up": [1.0] * 12},
-        "optimizer__unet_lr": 1e-4, "optimizer__text_encoder_lr": 5e-5, "optimizer__min_snr_gamma": 5,
-        "optimizer__args": {"weight_decay": 0.01, "betas": [0.9, 0.99]}, "optimizer__warmup_percent": 5,
-        "training__weighted_captions": True, "training__max_token_length": 225, "training__noise_offset": 0.05,
-        "training__multires_noise_iterations": 6, "training__multires_noise_discount": 0.3,
-        "training__cache_latents": False, "training__attention": "xformers", "tagging__trigger_word": "zdm",
-        "sampling__prompts": [{"text": "zdm", "negative": "lowres"}], "model__vae": "/m/vae.safetensors",
-        "model__tokenizer_cache_dir": "/m/tok", "run__extra_args": {"max_grad_norm": 0.5},
+        "optimizer__unet_lr": 1e-4,
+        "optimizer__text_encoder_lr": 5e-5,
+        "optimizer__min_snr_gamma": 5,
+        "optimizer__args": {"weight_decay": 0.01, "betas": [0.9, 0.99]},
+        "optimizer__warmup_percent": 5,
+        "training__weighted_captions": True,
+        "training__max_token_length": 225,
+        "training__noise_offset": 0.05,
+        "training__multires_noise_iterations": 6,
+        "training__multires_noise_discount": 0.3,
+        "training__cache_latents": False,
+        "training__attention": "xformers",
+        "tagging__trigger_word": "zdm",
+        "sampling__prompts": [{"text": "zdm", "negative": "lowres"}],
+        "model__vae": "/m/vae.safetensors",
+        "model__tokenizer_cache_dir": "/m/tok",
+        "run__extra_args": {"max_grad_norm": 0.5},
     },
     "sdxl": {
-        "model__variant": "noobai-vpred", "network__train_unet_only": True, "network__block_dims": [4] * 23,
+        "model__variant": "noobai-vpred",
+        "network__train_unet_only": True,
+        "network__block_dims": [4] * 23,
         "network__block_lr_weights": {"down": [1.0] * 9, "mid": [1.0] * 3, "up": "linear"},
-        "training__cache_text_encoder_outputs": True, "training__shuffle_tags": False, "training__fp8_base": True,
-        "optimizer__type": "Adafactor", "optimizer__scheduler": "constant_with_warmup",
-        "optimizer__warmup_percent": 10, "sampling__prompts": [{"text": "zdm", "width": 832, "height": 1216}],
+        "training__cache_text_encoder_outputs": True,
+        "training__shuffle_tags": False,
+        "training__fp8_base": True,
+        "optimizer__type": "Adafactor",
+        "optimizer__scheduler": "constant_with_warmup",
+        "optimizer__warmup_percent": 10,
+        "sampling__prompts": [{"text": "zdm", "width": 832, "height": 1216}],
         "training__clip_skip": 2,
     },
     "flux": {
-        "flux__blocks_to_swap": 18, "flux__apply_t5_attn_mask": True, "flux__timestep_sampling": "shift",
-        "flux__discrete_flow_shift": 3.1582, "training__fp8_base": True, "network__conv_dim": 4,
-        "training__cache_text_encoder_outputs": True, "training__shuffle_tags": False,
-        "optimizer__type": "Prodigy", "optimizer__learning_rate": 1.0, "optimizer__args": {"decouple": True},
-        "sampling__prompts": [{"text": "zdm", "cfg": 3.5}], "run__num_processes": 2, "run__gpu_ids": [0, 1],
+        "flux__blocks_to_swap": 18,
+        "flux__apply_t5_attn_mask": True,
+        "flux__timestep_sampling": "shift",
+        "flux__discrete_flow_shift": 3.1582,
+        "training__fp8_base": True,
+        "network__conv_dim": 4,
+        "training__cache_text_encoder_outputs": True,
+        "training__shuffle_tags": False,
+        "optimizer__type": "Prodigy",
+        "optimizer__learning_rate": 1.0,
+        "optimizer__args": {"decouple": True},
+        "sampling__prompts": [{"text": "zdm", "cfg": 3.5}],
+        "run__num_processes": 2,
+        "run__gpu_ids": [0, 1],
     },
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("family", sorted(FULL_OPTIONS))
@@ -137,10 +183,17 @@ def test_every_option_renders_inside_the_contract(family: str) -> None:
 
 
 def test_sd15_train_toml_exactly() -> None:
-    cfg = make_config("sd15", tagging__trigger_word="zdm", sampling__prompts=[{"text": "zdm, 1boy"}],
-                      optimizer__text_encoder_lr=5e-5, optimizer__warmup_percent=5)  # fmt: skip
+    cfg = make_config(
+        "sd15",
+        tagging__trigger_word="zdm",
+        sampling__prompts=[{"text": "zdm, 1boy"}],
+        optimizer__text_encoder_lr=5e-5,
+        optimizer__warmup_percent=5,
+    )
     files = rendered(cfg, plan_of(300)).files(RunLayout(Path("/runs/zdm-1")))
-    assert files["train.toml"] == f"""\
+    assert (
+        files["train.toml"]
+        == f"""\
 # Written by kohya_wrap from config.toml; edit the config, not this file.
 [model]
 pretrained_model_name_or_path = "/m/base.safetensors"
@@ -193,7 +246,10 @@ logging_dir = "/runs/zdm-1/logs"
 log_with = "tensorboard"
 console_log_simple = true
 """
-    assert files["dataset.toml"] == """\
+    )
+    assert (
+        files["dataset.toml"]
+        == """\
 # Written by kohya_wrap from config.toml; edit the config, not this file.
 [general]
 caption_extension = ".txt"
@@ -214,6 +270,7 @@ num_repeats = 20
 is_reg = false
 class_tokens = "zdm 1boy"
 """
+    )
 
 
 def out_hash(cfg: Config) -> str:
@@ -225,27 +282,43 @@ def out_hash(cfg: Config) -> str:
 # ---- single options -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("percent", "total", "processes", "steps"),
-                         [(0, 300, 1, 0), (5, 300, 1, 15), (10, 700, 1, 70), (2.5, 101, 1, 3), (10, 150, 2, 30),
-                          (5, 100, 4, 20)])  # fmt: skip
-def test_warmup_percent_becomes_scheduler_steps(percent: float, total: int, processes: int, steps: int) -> None:
+@pytest.mark.parametrize(
+    ("percent", "total", "processes", "steps"),
+    [(0, 300, 1, 0), (5, 300, 1, 15), (10, 700, 1, 70), (2.5, 101, 1, 3), (10, 150, 2, 30), (5, 100, 4, 20)],
+)
+def test_warmup_percent_becomes_scheduler_steps(
+    percent: float, total: int, processes: int, steps: int
+) -> None:
     # With N processes accelerate steps the scheduler N times per step, and sd-scripts schedules over
     # max_train_steps × N (get_scheduler_fix), so the warmup counts in those steps too.
-    cfg = make_config(optimizer__scheduler="constant_with_warmup", optimizer__warmup_percent=percent,
-                      run__num_processes=processes, run__gpu_ids=list(range(processes)))  # fmt: skip
+    cfg = make_config(
+        optimizer__scheduler="constant_with_warmup",
+        optimizer__warmup_percent=percent,
+        run__num_processes=processes,
+        run__gpu_ids=list(range(processes)),
+    )
     warmup = train_args(rendered(cfg, plan_of(total, processes)))["lr_warmup_steps"]
     assert (warmup, type(warmup)) == (steps, int)
 
 
 def test_block_wise_settings_go_into_network_args() -> None:
-    cfg = make_config(network__conv_dim=8, network__conv_alpha=2, network__block_dims=[4] * 24 + [8],
-                      network__block_alphas=[2] * 25,
-                      network__block_lr_weights={"down": [0.5] * 12, "mid": [0.25], "up": "reverse_linear"})  # fmt: skip
+    cfg = make_config(
+        network__conv_dim=8,
+        network__conv_alpha=2,
+        network__block_dims=[4] * 24 + [8],
+        network__block_alphas=[2] * 25,
+        network__block_lr_weights={"down": [0.5] * 12, "mid": [0.25], "up": "reverse_linear"},
+    )
     args = train_args(rendered(cfg))
     assert args["network_args"] == [
-        "conv_dim=8", "conv_alpha=2", "block_dims=" + ",".join(["4"] * 24 + ["8"]), "block_alphas=" + ",".join(["2"] * 25),
-        "down_lr_weight=" + ",".join(["0.5"] * 12), "mid_lr_weight=0.25", "up_lr_weight=reverse_linear",
-    ]  # fmt: skip
+        "conv_dim=8",
+        "conv_alpha=2",
+        "block_dims=" + ",".join(["4"] * 24 + ["8"]),
+        "block_alphas=" + ",".join(["2"] * 25),
+        "down_lr_weight=" + ",".join(["0.5"] * 12),
+        "mid_lr_weight=0.25",
+        "up_lr_weight=reverse_linear",
+    ]
     assert not {"block_dims", "conv_dim", "down_lr_weight"} & set(args)
 
 
@@ -256,10 +329,19 @@ def test_no_network_args_without_block_wise_settings() -> None:
 @pytest.mark.parametrize(
     ("value", "python"),
     [
-        (0.01, 0.01), (3, 3), (True, True), (False, False), ("cosine", "cosine"), ("it's \"x\"", "it's \"x\""),
-        ("日本語, [x]", "日本語, [x]"), ([0.9, 0.999], (0.9, 0.999)), ([0.9], (0.9,)), ([], ()), ([1, 2], (1.0, 2.0)),
+        (0.01, 0.01),
+        (3, 3),
+        (True, True),
+        (False, False),
+        ("cosine", "cosine"),
+        ('it\'s "x"', 'it\'s "x"'),
+        ("日本語, [x]", "日本語, [x]"),
+        ([0.9, 0.999], (0.9, 0.999)),
+        ([0.9], (0.9,)),
+        ([], ()),
+        ([1, 2], (1.0, 2.0)),
     ],
-)  # fmt: skip
+)
 def test_optimizer_args_round_trip_through_sd_scripts_parsing(value: Any, python: Any) -> None:
     cfg = make_config(optimizer__type="AdamW", optimizer__args={"arg": value})
     (text,) = train_args(rendered(cfg))["optimizer_args"]
@@ -270,17 +352,30 @@ def test_optimizer_args_round_trip_through_sd_scripts_parsing(value: Any, python
 
 
 def test_adafactor_gets_fixed_lr_args_unless_relative_step_is_set() -> None:
-    args = train_args(rendered(make_config(optimizer__type="Adafactor", optimizer__args={"weight_decay": 0.01})))
-    assert args["optimizer_args"] == ["relative_step=False", "scale_parameter=False", "warmup_init=False",
-                                      "weight_decay=0.01"]  # fmt: skip
-    args = train_args(rendered(make_config(optimizer__type="Adafactor", optimizer__args={"relative_step": True})))
+    args = train_args(
+        rendered(make_config(optimizer__type="Adafactor", optimizer__args={"weight_decay": 0.01}))
+    )
+    assert args["optimizer_args"] == [
+        "relative_step=False",
+        "scale_parameter=False",
+        "warmup_init=False",
+        "weight_decay=0.01",
+    ]
+    args = train_args(
+        rendered(make_config(optimizer__type="Adafactor", optimizer__args={"relative_step": True}))
+    )
     assert args["optimizer_args"] == ["relative_step=True"]
     assert "optimizer_args" not in train_args(rendered(make_config(optimizer__type="AdamW")))
 
 
 def test_learning_rates() -> None:
-    args = train_args(rendered(make_config(optimizer__learning_rate=2e-4, optimizer__unet_lr=1e-4,
-                                           optimizer__text_encoder_lr=1e-5)))  # fmt: skip
+    args = train_args(
+        rendered(
+            make_config(
+                optimizer__learning_rate=2e-4, optimizer__unet_lr=1e-4, optimizer__text_encoder_lr=1e-5
+            )
+        )
+    )
     assert (args["learning_rate"], args["unet_lr"], args["text_encoder_lr"]) == (2e-4, 1e-4, [1e-5])
     args = train_args(rendered(make_config()))
     assert "unet_lr" not in args and "text_encoder_lr" not in args
@@ -294,7 +389,11 @@ def test_learning_rates() -> None:
         ("sdxl", {"model__variant": "pony"}, {"clip_skip": 2}),
         ("flux", {}, {}),
         ("sdxl", {"model__variant": "noobai-vpred"}, {"v_parameterization": True, "zero_terminal_snr": True}),
-        ("sd15", {"model__v_prediction": True, "training__clip_skip": 2}, {"clip_skip": 2, "v_parameterization": True}),
+        (
+            "sd15",
+            {"model__v_prediction": True, "training__clip_skip": 2},
+            {"clip_skip": 2, "v_parameterization": True},
+        ),
     ],
 )
 def test_family_specific_arguments(family: str, values: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -305,14 +404,32 @@ def test_family_specific_arguments(family: str, values: dict[str, Any], expected
 
 def test_flux_arguments() -> None:
     args = train_args(rendered(make_config("flux", flux__blocks_to_swap=18, flux__apply_t5_attn_mask=True)))
-    assert {k: args[k] for k in ("clip_l", "t5xxl", "ae", "guidance_scale", "timestep_sampling",
-                                 "model_prediction_type", "discrete_flow_shift", "apply_t5_attn_mask",
-                                 "blocks_to_swap", "network_module")} == {  # fmt: skip
-        "clip_l": "/m/clip_l.safetensors", "t5xxl": "/m/t5xxl.safetensors", "ae": "/m/ae.safetensors",
-        "guidance_scale": 1.0, "timestep_sampling": "flux_shift", "model_prediction_type": "raw",
-        "discrete_flow_shift": 3.0, "apply_t5_attn_mask": True, "blocks_to_swap": 18,
+    assert {
+        k: args[k]
+        for k in (
+            "clip_l",
+            "t5xxl",
+            "ae",
+            "guidance_scale",
+            "timestep_sampling",
+            "model_prediction_type",
+            "discrete_flow_shift",
+            "apply_t5_attn_mask",
+            "blocks_to_swap",
+            "network_module",
+        )
+    } == {
+        "clip_l": "/m/clip_l.safetensors",
+        "t5xxl": "/m/t5xxl.safetensors",
+        "ae": "/m/ae.safetensors",
+        "guidance_scale": 1.0,
+        "timestep_sampling": "flux_shift",
+        "model_prediction_type": "raw",
+        "discrete_flow_shift": 3.0,
+        "apply_t5_attn_mask": True,
+        "blocks_to_swap": 18,
         "network_module": "networks.lora_flux",
-    }  # fmt: skip
+    }
     assert not {"sdpa", "xformers", "clip_skip"} & set(args)
 
 
@@ -335,13 +452,23 @@ def test_sampling_section_only_with_prompts_and_a_period() -> None:
 
 
 def test_every_path_is_absolute(tmp_path: Path) -> None:
-    cfg, plan = preset_config("sd15-character", tmp_path, 'sampling.prompts=[{text = "zdm"}]',
-                              "model.vae=vae.safetensors")  # fmt: skip
+    cfg, plan = preset_config(
+        "sd15-character", tmp_path, 'sampling.prompts=[{text = "zdm"}]', "model.vae=vae.safetensors"
+    )
     out = render(cfg, RunLayout(tmp_path / "run"), plan)
     args = train_args(out, tmp_path / "run")
     dataset = read_back(out.files(RunLayout(tmp_path / "run"))["dataset.toml"])
-    paths = [args[k] for k in ("pretrained_model_name_or_path", "vae", "dataset_config", "output_dir",
-                               "logging_dir", "sample_prompts")]  # fmt: skip
+    paths = [
+        args[k]
+        for k in (
+            "pretrained_model_name_or_path",
+            "vae",
+            "dataset_config",
+            "output_dir",
+            "logging_dir",
+            "sample_prompts",
+        )
+    ]
     paths += [s["image_dir"] for s in dataset["datasets"][0]["subsets"]]
     assert all(Path(p).is_absolute() for p in paths), paths
     assert args["dataset_config"] == str(tmp_path / "run" / "dataset.toml")
@@ -350,15 +477,22 @@ def test_every_path_is_absolute(tmp_path: Path) -> None:
 def test_extra_args_are_checked_and_written_last() -> None:
     out = rendered(make_config(run__extra_args={"max_grad_norm": 0.5, "lr_scheduler_args": [",x", "y=1"]}))
     assert read_back(out.files(RunLayout(Path("/r")))["train.toml"])["extra"] == {
-        "max_grad_norm": 0.5, "lr_scheduler_args": [",x", "y=1"]}  # fmt: skip
+        "max_grad_norm": 0.5,
+        "lr_scheduler_args": [",x", "y=1"],
+    }
     with pytest.raises(ConfigError) as caught:
-        rendered(make_config(run__extra_args={"learning_rate": 1e-3, "max_grad_nrm": 1.0, "max_grad_norm": "1"}))
+        rendered(
+            make_config(run__extra_args={"learning_rate": 1e-3, "max_grad_nrm": 1.0, "max_grad_norm": "1"})
+        )
     assert caught.value.lines == (
-        "run.extra_args.learning_rate: kohya_wrap already sets this from the config; use the matching config key "
+        "run.extra_args.learning_rate: kohya_wrap already sets this from the config; use the matching config "
+        "key "
         "instead",
-        "run.extra_args.max_grad_nrm: unknown sd-scripts argument 'max_grad_nrm' for train_network.py (did you "
+        "run.extra_args.max_grad_nrm: unknown sd-scripts argument 'max_grad_nrm' for train_network.py (did "
+        "you "
         "mean 'max_grad_norm'?)",
-        "run.extra_args.max_grad_norm: sd-scripts argument 'max_grad_norm' for train_network.py must be float, "
+        "run.extra_args.max_grad_norm: sd-scripts argument 'max_grad_norm' for train_network.py must be "
+        "float, "
         "got str '1'",
     )
 
@@ -369,13 +503,15 @@ def test_extra_args_are_checked_and_written_last() -> None:
 def test_nasty_strings_round_trip_through_both_toml_readers(tmp_path: Path) -> None:
     folder = tmp_path / "20_zdm 1boy" / NASTY.replace("/", "_")
     write_images(folder, [(64, 64)])
-    cfg = validate({
-        "model": {"family": "sd15", "base": str(tmp_path / f"{NASTY}.safetensors")},
-        "dataset": {"dirs": [{"path": str(folder), "class_token": NASTY}]},
-        "tagging": {"trigger_word": NASTY.replace(",", "")},
-        "sampling": {"prompts": [{"text": NASTY, "negative": NASTY}]},
-        "run": {"extra_args": {"lr_scheduler_args": [NASTY, ",lead", " ,x", "\\u0041"]}},
-    })  # fmt: skip
+    cfg = validate(
+        {
+            "model": {"family": "sd15", "base": str(tmp_path / f"{NASTY}.safetensors")},
+            "dataset": {"dirs": [{"path": str(folder), "class_token": NASTY}]},
+            "tagging": {"trigger_word": NASTY.replace(",", "")},
+            "sampling": {"prompts": [{"text": NASTY, "negative": NASTY}]},
+            "run": {"extra_args": {"lr_scheduler_args": [NASTY, ",lead", " ,x", "\\u0041"]}},
+        }
+    )
     root = tmp_path / f"run {NASTY}"
     files = render(cfg, RunLayout(root), plan_of()).files(RunLayout(root))
     dataset = read_back(files["dataset.toml"])
@@ -399,7 +535,10 @@ def test_toml_string_is_read_back_by_both_readers_for_every_short_string() -> No
         lines = [f"k{i} = {toml_string(s)}" for i, s in enumerate(batch)]
         array = "a = [" + ", ".join(toml_string(s) for s in batch) + "]"
         text = "\n".join([*lines, array, "[[t]]", *lines]) + "\n"
-        expected = {f"k{i}": s for i, s in enumerate(batch)} | {"a": batch, "t": [{f"k{i}": s for i, s in enumerate(batch)}]}
+        expected = {f"k{i}": s for i, s in enumerate(batch)} | {
+            "a": batch,
+            "t": [{f"k{i}": s for i, s in enumerate(batch)}],
+        }
         assert tomllib.loads(text) == expected
         assert toml.loads(text) == expected
 
@@ -417,49 +556,123 @@ def test_a_string_toml_0_10_2_cannot_read_is_refused_by_key() -> None:
 
 
 def test_prompts_json_round_trips() -> None:
-    cfg = make_config(training__seed=100, sampling__prompts=[
-        {"text": "zdm, 1boy --n x", "negative": "lowres", "steps": 20, "cfg": 5.0},
-        {"text": "zdm \"smiling\"", "width": 512, "height": 768, "seed": 7},
-    ])  # fmt: skip
+    cfg = make_config(
+        training__seed=100,
+        sampling__prompts=[
+            {"text": "zdm, 1boy --n x", "negative": "lowres", "steps": 20, "cfg": 5.0},
+            {"text": 'zdm "smiling"', "width": 512, "height": 768, "seed": 7},
+        ],
+    )
     out = rendered(cfg)
     text = out.files(RunLayout(Path("/r")))["prompts.json"]
-    assert json.loads(text) == out.prompts == [
-        {"prompt": "zdm, 1boy --n x", "width": 512, "height": 512, "sample_steps": 20, "seed": 100,
-         "negative_prompt": "lowres", "scale": 5.0},
-        {"prompt": "zdm \"smiling\"", "width": 512, "height": 768, "sample_steps": 28, "seed": 7, "scale": 7.0},
-    ]  # fmt: skip
+    assert (
+        json.loads(text)
+        == out.prompts
+        == [
+            {
+                "prompt": "zdm, 1boy --n x",
+                "width": 512,
+                "height": 512,
+                "sample_steps": 20,
+                "seed": 100,
+                "negative_prompt": "lowres",
+                "scale": 5.0,
+            },
+            {
+                "prompt": 'zdm "smiling"',
+                "width": 512,
+                "height": 768,
+                "sample_steps": 28,
+                "seed": 7,
+                "scale": 7.0,
+            },
+        ]
+    )
 
 
 def test_flux_prompts_use_guidance_scale() -> None:
     out = rendered(make_config("flux", sampling__prompts=[{"text": "zdm", "cfg": 3.5}]))
-    assert out.prompts == [{"prompt": "zdm", "width": 1024, "height": 1024, "sample_steps": 28, "seed": 42,
-                            "guidance_scale": 3.5}]  # fmt: skip
+    assert out.prompts == [
+        {
+            "prompt": "zdm",
+            "width": 1024,
+            "height": 1024,
+            "sample_steps": 28,
+            "seed": 42,
+            "guidance_scale": 3.5,
+        }
+    ]
 
 
 ACCELERATE_BASE = {
-    "compute_environment": "LOCAL_MACHINE", "debug": False, "downcast_bf16": "no", "dynamo_config": {},
-    "main_training_function": "main", "rdzv_backend": "static", "same_network": True, "tpu_env": [],
-    "tpu_use_cluster": False, "tpu_use_sudo": False, "use_cpu": False,
-}  # fmt: skip
+    "compute_environment": "LOCAL_MACHINE",
+    "debug": False,
+    "downcast_bf16": "no",
+    "dynamo_config": {},
+    "main_training_function": "main",
+    "rdzv_backend": "static",
+    "same_network": True,
+    "tpu_env": [],
+    "tpu_use_cluster": False,
+    "tpu_use_sudo": False,
+    "use_cpu": False,
+}
 
 
 @pytest.mark.parametrize(
     ("run", "expected"),
     [
-        ({}, {"distributed_type": "NO", "gpu_ids": "all", "machine_rank": 0, "mixed_precision": "fp16",
-              "num_machines": 1, "num_processes": 1}),
-        ({"num_processes": 2, "gpu_ids": [0, 1]},
-         {"distributed_type": "MULTI_GPU", "gpu_ids": "0,1", "machine_rank": 0, "mixed_precision": "fp16",
-          "num_machines": 1, "num_processes": 2}),
-        ({"num_processes": 4, "num_machines": 2, "machine_rank": 1, "main_process_ip": "10.0.0.1"},
-         {"distributed_type": "MULTI_GPU", "gpu_ids": "all", "machine_rank": 1, "mixed_precision": "fp16",
-          "num_machines": 2, "num_processes": 4, "main_process_ip": "10.0.0.1", "main_process_port": 29500}),
-        ({"num_processes": 2, "num_machines": 2, "main_process_ip": "node-0", "main_process_port": 1234},
-         {"distributed_type": "MULTI_GPU", "gpu_ids": "all", "machine_rank": 0, "mixed_precision": "fp16",
-          "num_machines": 2, "num_processes": 2, "main_process_ip": "node-0", "main_process_port": 1234}),
+        (
+            {},
+            {
+                "distributed_type": "NO",
+                "gpu_ids": "all",
+                "machine_rank": 0,
+                "mixed_precision": "fp16",
+                "num_machines": 1,
+                "num_processes": 1,
+            },
+        ),
+        (
+            {"num_processes": 2, "gpu_ids": [0, 1]},
+            {
+                "distributed_type": "MULTI_GPU",
+                "gpu_ids": "0,1",
+                "machine_rank": 0,
+                "mixed_precision": "fp16",
+                "num_machines": 1,
+                "num_processes": 2,
+            },
+        ),
+        (
+            {"num_processes": 4, "num_machines": 2, "machine_rank": 1, "main_process_ip": "10.0.0.1"},
+            {
+                "distributed_type": "MULTI_GPU",
+                "gpu_ids": "all",
+                "machine_rank": 1,
+                "mixed_precision": "fp16",
+                "num_machines": 2,
+                "num_processes": 4,
+                "main_process_ip": "10.0.0.1",
+                "main_process_port": 29500,
+            },
+        ),
+        (
+            {"num_processes": 2, "num_machines": 2, "main_process_ip": "node-0", "main_process_port": 1234},
+            {
+                "distributed_type": "MULTI_GPU",
+                "gpu_ids": "all",
+                "machine_rank": 0,
+                "mixed_precision": "fp16",
+                "num_machines": 2,
+                "num_processes": 2,
+                "main_process_ip": "node-0",
+                "main_process_port": 1234,
+            },
+        ),
     ],
     ids=["single-gpu", "multi-gpu", "multi-node-rank-1", "multi-node-port"],
-)  # fmt: skip
+)
 def test_accelerate_yaml(run: dict[str, Any], expected: dict[str, Any]) -> None:
     cfg = make_config(**{f"run__{k}": v for k, v in run.items()})
     text = rendered(cfg).files(RunLayout(Path("/r")))["accelerate.yaml"]
@@ -467,8 +680,10 @@ def test_accelerate_yaml(run: dict[str, Any], expected: dict[str, Any]) -> None:
 
 
 def test_accelerate_mixed_precision_no_stays_a_string() -> None:
-    text = rendered(make_config(training__mixed_precision="none")).files(RunLayout(Path("/r")))["accelerate.yaml"]
-    assert "mixed_precision: \"no\"\n" in text
+    text = rendered(make_config(training__mixed_precision="none")).files(RunLayout(Path("/r")))[
+        "accelerate.yaml"
+    ]
+    assert 'mixed_precision: "no"\n' in text
     assert yaml.safe_load(text)["mixed_precision"] == "no"
 
 
@@ -520,14 +735,26 @@ def test_sd_scripts_reads_our_files_and_counts_our_steps(sd_scripts_dir: Path, t
     reg = tmp_path / "reg"
     write_images(reg, [(512, 768), (512, 512), (512, 512)], caption=None)
     cases = [
-        {"dataset": {"dirs": [{"path": str(train)}, {"path": str(reg), "repeats": 40, "is_reg": True}]},
-         "training": {"batch_size": 2, "epochs": 3}, "tagging": {"trigger_word": "zdm"},
-         "network": {"conv_dim": 4, "block_lr_weights": {"down": "cosine", "mid": [0.5], "up": [1.0] * 12}},
-         "optimizer": {"type": "Adafactor", "text_encoder_lr": 5e-5, "warmup_percent": 10,
-                       "args": {"betas": [0.9], "note": NASTY.replace("=", "")}}},
-        {"dataset": {"dirs": [{"path": str(train), "repeats": 3}], "enable_bucket": False},
-         "training": {"batch_size": 4}},
-    ]  # fmt: skip
+        {
+            "dataset": {"dirs": [{"path": str(train)}, {"path": str(reg), "repeats": 40, "is_reg": True}]},
+            "training": {"batch_size": 2, "epochs": 3},
+            "tagging": {"trigger_word": "zdm"},
+            "network": {
+                "conv_dim": 4,
+                "block_lr_weights": {"down": "cosine", "mid": [0.5], "up": [1.0] * 12},
+            },
+            "optimizer": {
+                "type": "Adafactor",
+                "text_encoder_lr": 5e-5,
+                "warmup_percent": 10,
+                "args": {"betas": [0.9], "note": NASTY.replace("=", "")},
+            },
+        },
+        {
+            "dataset": {"dirs": [{"path": str(train), "repeats": 3}], "enable_bucket": False},
+            "training": {"batch_size": 4},
+        },
+    ]
     expected, tomls = [], []
     for i, values in enumerate(cases):
         cfg = validate({"model": {"family": "sd15", "base": str(models["base"])}, **values})
@@ -539,16 +766,35 @@ def test_sd_scripts_reads_our_files_and_counts_our_steps(sd_scripts_dir: Path, t
             (layout.root / name).write_text(text, encoding="utf-8")
         tomls.append(str(layout.train_toml))
         flat = out.flat_training()
-        expected.append({
-            "batches": plan.batches_per_epoch,
-            "buckets": [[list(reso), count] for reso, count in plan.buckets],
-            "subsets": [[d.path, d.class_token, d.repeats, ".txt"] for d in cfg.dataset.dirs],
-            "args": {n: flat.get(n) for n in ("output_name", "learning_rate", "network_args", "optimizer_args",
-                                              "text_encoder_lr", "lr_warmup_steps", "metadata_trigger_phrase",
-                                              "pretrained_model_name_or_path", "network_alpha", "network_dim")},
-        })  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", READ_WITH_SD_SCRIPTS, *tomls], cwd=sd_scripts_dir,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+        expected.append(
+            {
+                "batches": plan.batches_per_epoch,
+                "buckets": [[list(reso), count] for reso, count in plan.buckets],
+                "subsets": [[d.path, d.class_token, d.repeats, ".txt"] for d in cfg.dataset.dirs],
+                "args": {
+                    n: flat.get(n)
+                    for n in (
+                        "output_name",
+                        "learning_rate",
+                        "network_args",
+                        "optimizer_args",
+                        "text_encoder_lr",
+                        "lr_warmup_steps",
+                        "metadata_trigger_phrase",
+                        "pretrained_model_name_or_path",
+                        "network_alpha",
+                        "network_dim",
+                    )
+                },
+            }
+        )
+    done = subprocess.run(
+        [sys.executable, "-c", READ_WITH_SD_SCRIPTS, *tomls],
+        cwd=sd_scripts_dir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     assert json.loads(line.removeprefix("RESULT ")) == expected

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import re
+import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from kohya_wrap.errors import ConfigError
 from kohya_wrap.presets import validate
@@ -97,7 +101,12 @@ SEAART_VALUES = [
     ("clip skip", "training.clip_skip", 2, 2),
     ("crop method", "dataset.crop", "center", "center"),
     ("crop size", "dataset.crop_size", 512, None),
-    ("tagging algorithm", "tagging.model", "SmilingWolf/wd-swinv2-tagger-v3", "SmilingWolf/wd-swinv2-tagger-v3"),
+    (
+        "tagging algorithm",
+        "tagging.model",
+        "SmilingWolf/wd-swinv2-tagger-v3",
+        "SmilingWolf/wd-swinv2-tagger-v3",
+    ),
     ("tagging threshold", "tagging.general_threshold", 0.5, 0.5),
     ("character threshold", "tagging.character_threshold", 0.9, 0.9),
     ("trigger word", "tagging.trigger_word", "zdm", "zdm"),
@@ -108,7 +117,9 @@ SEAART_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("setting", "key", "value", "held"), SEAART_VALUES, ids=[r[0] for r in SEAART_VALUES])
+@pytest.mark.parametrize(
+    ("setting", "key", "value", "held"), SEAART_VALUES, ids=[r[0] for r in SEAART_VALUES]
+)
 def test_every_seaart_value_is_accepted(setting: str, key: str, value: Any, held: Any) -> None:
     values = {key: value}
     if key == "dataset.crop_size":
@@ -132,90 +143,244 @@ def test_every_seaart_value_is_accepted(setting: str, key: str, value: Any, held
 
 
 def test_sample_prompt_settings_are_kept() -> None:
-    prompt = config(sampling__prompts=[{"text": "zdm, 1boy", "negative": "lowres", "width": 512, "height": 768,
-                                        "steps": 20, "cfg": 5.5, "seed": 7}]).sampling.prompts[0]  # fmt: skip
-    assert (prompt.text, prompt.negative, prompt.width, prompt.height, prompt.steps, prompt.cfg, prompt.seed) == (
-        "zdm, 1boy", "lowres", 512, 768, 20, 5.5, 7)  # fmt: skip
+    prompt = config(
+        sampling__prompts=[
+            {
+                "text": "zdm, 1boy",
+                "negative": "lowres",
+                "width": 512,
+                "height": 768,
+                "steps": 20,
+                "cfg": 5.5,
+                "seed": 7,
+            }
+        ]
+    ).sampling.prompts[0]
+    assert (
+        prompt.text,
+        prompt.negative,
+        prompt.width,
+        prompt.height,
+        prompt.steps,
+        prompt.cfg,
+        prompt.seed,
+    ) == ("zdm, 1boy", "lowres", 512, 768, 20, 5.5, 7)
 
 
 # (SeaArt setting, our key, a value outside its range, the exact error)
 SEAART_LIMITS = [
-    ("batch size", "training.batch_size", 0, "training.batch_size: Input should be greater than or equal to 1"),
-    ("batch size", "training.batch_size", 300, "training.batch_size: Input should be less than or equal to 256"),
-    ("mixed precision", "training.mixed_precision", "fp32",
-     "training.mixed_precision: Input should be 'no', 'fp16' or 'bf16' (got 'fp32')"),
-    ("sample size", "sampling.prompts", [{"text": "zdm", "width": 500}],
-     "sampling.prompts.0.width: Input should be a multiple of 8"),
-    ("sample steps", "sampling.prompts", [{"text": "zdm", "steps": 0}],
-     "sampling.prompts.0.steps: Input should be greater than or equal to 1"),
-    ("sample prompt", "sampling.prompts", [{"text": ""}],
-     "sampling.prompts.0.text: String should have at least 1 character"),
-    ("sample sampler", "sampling.sampler", "dpm++",
-     "sampling.sampler: Input should be 'ddim', 'pndm', 'lms', 'euler', 'euler_a', 'heun', 'dpm_2', 'dpm_2_a', "
-     "'dpmsolver', 'dpmsolver++', 'dpmsingle', 'k_lms', 'k_euler', 'k_euler_a', 'k_dpm_2' or 'k_dpm_2_a' "
-     "(got 'dpm++')"),
-    ("save every N epochs", "save.every_n_epochs", 0, "save.every_n_epochs: Input should be greater than or equal to 1"),
-    ("LoRA save precision", "save.precision", "fp8",
-     "save.precision: Input should be 'fp32', 'fp16' or 'bf16' (got 'fp8')"),
-    ("learning rate", "optimizer.learning_rate", 0, "optimizer.learning_rate: Input should be greater than 0"),
+    (
+        "batch size",
+        "training.batch_size",
+        0,
+        "training.batch_size: Input should be greater than or equal to 1",
+    ),
+    (
+        "batch size",
+        "training.batch_size",
+        300,
+        "training.batch_size: Input should be less than or equal to 256",
+    ),
+    (
+        "mixed precision",
+        "training.mixed_precision",
+        "fp32",
+        "training.mixed_precision: Input should be 'no', 'fp16' or 'bf16' (got 'fp32')",
+    ),
+    (
+        "sample size",
+        "sampling.prompts",
+        [{"text": "zdm", "width": 500}],
+        "sampling.prompts.0.width: Input should be a multiple of 8",
+    ),
+    (
+        "sample steps",
+        "sampling.prompts",
+        [{"text": "zdm", "steps": 0}],
+        "sampling.prompts.0.steps: Input should be greater than or equal to 1",
+    ),
+    (
+        "sample prompt",
+        "sampling.prompts",
+        [{"text": ""}],
+        "sampling.prompts.0.text: String should have at least 1 character",
+    ),
+    (
+        "sample sampler",
+        "sampling.sampler",
+        "dpm++",
+        "sampling.sampler: Input should be 'ddim', 'pndm', 'lms', 'euler', 'euler_a', 'heun', 'dpm_2', "
+        "'dpm_2_a', "
+        "'dpmsolver', 'dpmsolver++', 'dpmsingle', 'k_lms', 'k_euler', 'k_euler_a', 'k_dpm_2' or 'k_dpm_2_a' "
+        "(got 'dpm++')",
+    ),
+    (
+        "save every N epochs",
+        "save.every_n_epochs",
+        0,
+        "save.every_n_epochs: Input should be greater than or equal to 1",
+    ),
+    (
+        "LoRA save precision",
+        "save.precision",
+        "fp8",
+        "save.precision: Input should be 'fp32', 'fp16' or 'bf16' (got 'fp8')",
+    ),
+    (
+        "learning rate",
+        "optimizer.learning_rate",
+        0,
+        "optimizer.learning_rate: Input should be greater than 0",
+    ),
     ("U-Net LR", "optimizer.unet_lr", -1, "optimizer.unet_lr: Input should be greater than or equal to 0"),
-    ("text encoder LR", "optimizer.text_encoder_lr", 11,
-     "optimizer.text_encoder_lr: Input should be less than or equal to 10"),
-    ("LR warmup %", "optimizer.warmup_percent", 100, "optimizer.warmup_percent: Input should be less than 100"),
-    ("LR warmup %", "optimizer.warmup_percent", -5,
-     "optimizer.warmup_percent: Input should be greater than or equal to 0"),
-    ("scheduler", "optimizer.scheduler", "cosine_annealing",
-     "optimizer.scheduler: Input should be 'cosine_with_restarts', 'cosine', 'linear', 'polynomial', "
-     "'constant_with_warmup' or 'constant' (got 'cosine_annealing')"),
-    ("optimizer", "optimizer.type", "adamw",
-     "optimizer.type: Input should be 'AdamW', 'AdamW8bit', 'Adafactor', 'Lion', 'DAdaptation', 'DAdaptAdam' or "
-     "'Prodigy' (got 'adamw')"),
+    (
+        "text encoder LR",
+        "optimizer.text_encoder_lr",
+        11,
+        "optimizer.text_encoder_lr: Input should be less than or equal to 10",
+    ),
+    (
+        "LR warmup %",
+        "optimizer.warmup_percent",
+        100,
+        "optimizer.warmup_percent: Input should be less than 100",
+    ),
+    (
+        "LR warmup %",
+        "optimizer.warmup_percent",
+        -5,
+        "optimizer.warmup_percent: Input should be greater than or equal to 0",
+    ),
+    (
+        "scheduler",
+        "optimizer.scheduler",
+        "cosine_annealing",
+        "optimizer.scheduler: Input should be 'cosine_with_restarts', 'cosine', 'linear', 'polynomial', "
+        "'constant_with_warmup' or 'constant' (got 'cosine_annealing')",
+    ),
+    (
+        "optimizer",
+        "optimizer.type",
+        "adamw",
+        "optimizer.type: Input should be 'AdamW', 'AdamW8bit', 'Adafactor', 'Lion', 'DAdaptation', "
+        "'DAdaptAdam' or "
+        "'Prodigy' (got 'adamw')",
+    ),
     ("restarts", "optimizer.restarts", 0, "optimizer.restarts: Input should be greater than or equal to 1"),
-    ("train U-Net only", "network.train_unet_only", "maybe",
-     "network.train_unet_only: Input should be a valid boolean, unable to interpret input"),
-    ("min SNR gamma", "optimizer.min_snr_gamma", 0, "optimizer.min_snr_gamma: Input should be greater than 0"),
+    (
+        "train U-Net only",
+        "network.train_unet_only",
+        "maybe",
+        "network.train_unet_only: Input should be a valid boolean, unable to interpret input",
+    ),
+    (
+        "min SNR gamma",
+        "optimizer.min_snr_gamma",
+        0,
+        "optimizer.min_snr_gamma: Input should be greater than 0",
+    ),
     ("block-wise dim", "network.block_dims", [-1] * 25, "network.block_dims: block dims must be 0 or more"),
-    ("block-wise LR", "network.block_lr_weights", {"down": "wavy"},
-     "network.block_lr_weights.down: expected a list of numbers or one of 'cosine', 'sine', 'linear', "
-     "'reverse_linear', 'zeros', got 'wavy'"),
+    (
+        "block-wise LR",
+        "network.block_lr_weights",
+        {"down": "wavy"},
+        "network.block_lr_weights.down: expected a list of numbers or one of 'cosine', 'sine', 'linear', "
+        "'reverse_linear', 'zeros', got 'wavy'",
+    ),
     ("network dim", "network.dim", 0, "network.dim: Input should be greater than or equal to 1"),
     ("network dim", "network.dim", 2048, "network.dim: Input should be less than or equal to 1024"),
     ("network alpha", "network.alpha", 0, "network.alpha: Input should be greater than 0"),
-    ("shuffle tags", "training.shuffle_tags", 2,
-     "training.shuffle_tags: Input should be a valid boolean, unable to interpret input"),
-    ("keep N tokens", "training.keep_tokens", -1, "training.keep_tokens: Input should be greater than or equal to 0"),
-    ("max token length", "training.max_token_length", 100,
-     "training.max_token_length: Input should be 75, 150 or 225 (got 100)"),
-    ("noise offset", "training.noise_offset", 2, "training.noise_offset: Input should be less than or equal to 1"),
-    ("multires iterations", "training.multires_noise_iterations", 0,
-     "training.multires_noise_iterations: Input should be greater than or equal to 1"),
-    ("multires discount", "training.multires_noise_discount", 0,
-     "training.multires_noise_discount: Input should be greater than 0"),
+    (
+        "shuffle tags",
+        "training.shuffle_tags",
+        2,
+        "training.shuffle_tags: Input should be a valid boolean, unable to interpret input",
+    ),
+    (
+        "keep N tokens",
+        "training.keep_tokens",
+        -1,
+        "training.keep_tokens: Input should be greater than or equal to 0",
+    ),
+    (
+        "max token length",
+        "training.max_token_length",
+        100,
+        "training.max_token_length: Input should be 75, 150 or 225 (got 100)",
+    ),
+    (
+        "noise offset",
+        "training.noise_offset",
+        2,
+        "training.noise_offset: Input should be less than or equal to 1",
+    ),
+    (
+        "multires iterations",
+        "training.multires_noise_iterations",
+        0,
+        "training.multires_noise_iterations: Input should be greater than or equal to 1",
+    ),
+    (
+        "multires discount",
+        "training.multires_noise_discount",
+        0,
+        "training.multires_noise_discount: Input should be greater than 0",
+    ),
     ("seed", "training.seed", -1, "training.seed: Input should be greater than or equal to 0"),
     ("clip skip", "training.clip_skip", 0, "training.clip_skip: Input should be greater than or equal to 1"),
     ("clip skip", "training.clip_skip", 13, "training.clip_skip: Input should be less than or equal to 12"),
-    ("crop method", "dataset.crop", "smart",
-     "dataset.crop: Input should be 'none', 'center' or 'focus' (got 'smart')"),
+    (
+        "crop method",
+        "dataset.crop",
+        "smart",
+        "dataset.crop: Input should be 'none', 'center' or 'focus' (got 'smart')",
+    ),
     ("crop size", "dataset.crop_size", 32, "dataset.crop_size: Input should be greater than or equal to 64"),
-    ("tagging threshold", "tagging.general_threshold", 1, "tagging.general_threshold: Input should be less than 1"),
-    ("tagging threshold", "tagging.character_threshold", 0,
-     "tagging.character_threshold: Input should be greater than 0"),
-    ("trigger word", "tagging.trigger_word", "zdm, 1boy",
-     "tagging.trigger_word: must be a non-empty word without commas or newlines"),
-    ("LoRA name", "save.output_name", "my lora",
-     "save.output_name: use letters, digits, '.', '_' or '-' (up to 100), starting with a letter or digit"),
-    ("repeats", "dataset.dirs", [{"path": "/data/zdm", "repeats": 0}],
-     "dataset.dirs.0.repeats: Input should be greater than or equal to 1"),
+    (
+        "tagging threshold",
+        "tagging.general_threshold",
+        1,
+        "tagging.general_threshold: Input should be less than 1",
+    ),
+    (
+        "tagging threshold",
+        "tagging.character_threshold",
+        0,
+        "tagging.character_threshold: Input should be greater than 0",
+    ),
+    (
+        "trigger word",
+        "tagging.trigger_word",
+        "zdm, 1boy",
+        "tagging.trigger_word: must be a non-empty word without commas or newlines",
+    ),
+    (
+        "LoRA name",
+        "save.output_name",
+        "my lora",
+        "save.output_name: use letters, digits, '.', '_' or '-' (up to 100), starting with a letter or digit",
+    ),
+    (
+        "repeats",
+        "dataset.dirs",
+        [{"path": "/data/zdm", "repeats": 0}],
+        "dataset.dirs.0.repeats: Input should be greater than or equal to 1",
+    ),
     ("epochs", "training.epochs", 0, "training.epochs: Input should be greater than or equal to 1"),
     ("family", "model.family", "sd3", "model.family: Input should be 'sd15', 'sdxl' or 'flux' (got 'sd3')"),
     ("base", "model.base", "", "model.base: String should have at least 1 character"),
-    ("caption extension", "dataset.caption_extension", "t x t",
-     "dataset.caption_extension: must be a file extension like .txt"),
-]  # fmt: skip
+    (
+        "caption extension",
+        "dataset.caption_extension",
+        "t x t",
+        "dataset.caption_extension: must be a file extension like .txt",
+    ),
+]
 
 
-@pytest.mark.parametrize(("setting", "key", "value", "line"), SEAART_LIMITS,
-                         ids=[f"{r[0]}={r[2]!r}" for r in SEAART_LIMITS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("setting", "key", "value", "line"), SEAART_LIMITS, ids=[f"{r[0]}={r[2]!r}" for r in SEAART_LIMITS]
+)
 def test_every_seaart_setting_is_validated(setting: str, key: str, value: Any, line: str) -> None:
     with pytest.raises(ConfigError) as caught:
         validate(make_doc("sd15", {key: value}))
@@ -224,16 +389,21 @@ def test_every_seaart_setting_is_validated(setting: str, key: str, value: Any, l
 
 def test_seaart_defaults() -> None:
     cfg = config()
-    assert (cfg.training.batch_size, cfg.save.precision, cfg.optimizer.learning_rate, cfg.optimizer.scheduler,
-            cfg.optimizer.restarts, cfg.optimizer.warmup_percent, cfg.training.keep_tokens,
-            cfg.training.max_token_length, cfg.save.every_n_epochs) == (
-        2, "fp16", 1e-4, "cosine_with_restarts", 1, 0, 1, 75, 1)  # fmt: skip
+    assert (
+        cfg.training.batch_size,
+        cfg.save.precision,
+        cfg.optimizer.learning_rate,
+        cfg.optimizer.scheduler,
+        cfg.optimizer.restarts,
+        cfg.optimizer.warmup_percent,
+        cfg.training.keep_tokens,
+        cfg.training.max_token_length,
+        cfg.save.every_n_epochs,
+    ) == (2, "fp16", 1e-4, "cosine_with_restarts", 1, 0, 1, 75, 1)
 
 
 def test_required_keys_are_named() -> None:
-    assert errors_of({"dataset": {"dirs": [{"path": "/d"}]}}) == [
-        "model: required; add it to the config"
-    ]
+    assert errors_of({"dataset": {"dirs": [{"path": "/d"}]}}) == ["model: required; add it to the config"]
     assert errors_of({"model": {"family": "sd15"}, "dataset": {"dirs": [{}]}}) == [
         "model.base: required; add it to the config",
         "dataset.dirs.0.path: required; add it to the config",
@@ -252,20 +422,29 @@ def errors_of(doc: dict[str, Any]) -> list[str]:
         ({"trainig": {"epochs": 3}}, "trainig: unknown key; did you mean 'training'?"),
         ({"training.epoch": 3}, "training.epoch: unknown key; did you mean 'epochs'?"),
         ({"model.vea": "/m/vae.safetensors"}, "model.vea: unknown key; did you mean 'vae'?"),
-        ({"dataset.dirs": [{"path": "/d", "repeat": 3}]}, "dataset.dirs.0.repeat: unknown key; did you mean 'repeats'?"),
-        ({"sampling.prompts": [{"text": "x", "negative_prompt": "y"}]},
-         "sampling.prompts.0.negative_prompt: unknown key; did you mean 'negative'?"),
-        ({"network.block_lr_weights": {"middle": [1.0]}},
-         "network.block_lr_weights.middle: unknown key; did you mean 'mid'?"),
+        (
+            {"dataset.dirs": [{"path": "/d", "repeat": 3}]},
+            "dataset.dirs.0.repeat: unknown key; did you mean 'repeats'?",
+        ),
+        (
+            {"sampling.prompts": [{"text": "x", "negative_prompt": "y"}]},
+            "sampling.prompts.0.negative_prompt: unknown key; did you mean 'negative'?",
+        ),
+        (
+            {"network.block_lr_weights": {"middle": [1.0]}},
+            "network.block_lr_weights.middle: unknown key; did you mean 'mid'?",
+        ),
         ({"run.zzz": 1}, "run.zzz: unknown key"),
     ],
-)  # fmt: skip
+)
 def test_extra_keys_are_rejected_at_every_level(doc_values: dict[str, Any], line: str) -> None:
     assert errors_of(make_doc("sd15", doc_values)) == [line]
 
 
 def test_union_errors_read_as_one_line() -> None:
-    assert errors(run__gpu_ids="some") == ["run.gpu_ids: expected one of 'all' or a list of integers, got 'some'"]
+    assert errors(run__gpu_ids="some") == [
+        "run.gpu_ids: expected one of 'all' or a list of integers, got 'some'"
+    ]
     assert errors(optimizer__args={"betas": {"a": 1}}) == [
         "optimizer.args.betas: expected true or false, an integer, a number, a string or a list of numbers, "
         "got {'a': 1}"
@@ -287,10 +466,21 @@ FAMILY_DEFAULTS = [
 ]
 
 
-@pytest.mark.parametrize(("family", "variant", "clip_skip", "resolution", "precision", "max_bucket", "ckpt", "vpred"),
-                         FAMILY_DEFAULTS, ids=[f"{r[0]}-{r[1]}" for r in FAMILY_DEFAULTS])  # fmt: skip
-def test_family_and_variant_defaults(family: str, variant: str | None, clip_skip: int | None, resolution: int,
-                                     precision: str, max_bucket: int, ckpt: bool, vpred: bool) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("family", "variant", "clip_skip", "resolution", "precision", "max_bucket", "ckpt", "vpred"),
+    FAMILY_DEFAULTS,
+    ids=[f"{r[0]}-{r[1]}" for r in FAMILY_DEFAULTS],
+)
+def test_family_and_variant_defaults(
+    family: str,
+    variant: str | None,
+    clip_skip: int | None,
+    resolution: int,
+    precision: str,
+    max_bucket: int,
+    ckpt: bool,
+    vpred: bool,
+) -> None:
     cfg = validate(make_doc(family, {"model.variant": variant} if variant else {}))
     expected_variant = variant or {"sd15": "base", "sdxl": "base", "flux": "dev"}[family]
     assert cfg.model.variant == expected_variant
@@ -320,13 +510,23 @@ def test_family_and_variant_defaults(family: str, variant: str | None, clip_skip
         ("sd15", {"optimizer.restarts": 4}, "optimizer.restarts", 4),
         ("flux", {"flux": {"guidance_scale": 3.5}}, "flux.guidance_scale", 3.5),
         ("sd15", {"save.output_name": "mine"}, "save.output_name", "mine"),
-        ("sd15", {"dataset.dirs": [{"path": "/d/20_zdm 1boy", "repeats": 3, "class_token": "zdm"}]},
-         "dataset.dirs.0.repeats", 3),
-        ("sd15", {"dataset.dirs": [{"path": "/d/20_zdm 1boy", "class_token": "zdm"}]},
-         "dataset.dirs.0.class_token", "zdm"),
+        (
+            "sd15",
+            {"dataset.dirs": [{"path": "/d/20_zdm 1boy", "repeats": 3, "class_token": "zdm"}]},
+            "dataset.dirs.0.repeats",
+            3,
+        ),
+        (
+            "sd15",
+            {"dataset.dirs": [{"path": "/d/20_zdm 1boy", "class_token": "zdm"}]},
+            "dataset.dirs.0.class_token",
+            "zdm",
+        ),
     ],
-)  # fmt: skip
-def test_user_values_are_never_replaced_by_defaults(family: str, values: dict[str, Any], key: str, kept: Any) -> None:
+)
+def test_user_values_are_never_replaced_by_defaults(
+    family: str, values: dict[str, Any], key: str, kept: Any
+) -> None:
     assert get(validate(make_doc(family, values)), key) == kept
 
 
@@ -371,7 +571,9 @@ def test_output_name_defaults_to_the_dataset_name(dirs: list[dict[str, Any]], na
 
 
 def test_kohya_folder_names_give_repeats_and_class_token() -> None:
-    cfg = config(dataset__dirs=[{"path": "/data/20_zdm 1boy"}, {"path": "/data/plain"}, {"path": "/data/x_y"}])
+    cfg = config(
+        dataset__dirs=[{"path": "/data/20_zdm 1boy"}, {"path": "/data/plain"}, {"path": "/data/x_y"}]
+    )
     assert [(d.repeats, d.class_token) for d in cfg.dataset.dirs] == [(20, "zdm 1boy"), (1, None), (1, None)]
 
 
@@ -390,129 +592,285 @@ def flux_ignored(key: str) -> str:
 
 CHECK_ERRORS = [
     # check_scheduler
-    ("sd15", {"optimizer.scheduler": "constant", "optimizer.warmup_percent": 10},
-     ["optimizer.warmup_percent: the constant scheduler cannot warm up; set it to 0 or use "
-      "scheduler = \"constant_with_warmup\""]),
-    ("sd15", {"optimizer.scheduler": "cosine", "optimizer.restarts": 2},
-     ["optimizer.restarts: only cosine_with_restarts uses restarts; remove it or set "
-      "scheduler = \"cosine_with_restarts\""]),
+    (
+        "sd15",
+        {"optimizer.scheduler": "constant", "optimizer.warmup_percent": 10},
+        [
+            "optimizer.warmup_percent: the constant scheduler cannot warm up; set it to 0 or use "
+            'scheduler = "constant_with_warmup"'
+        ],
+    ),
+    (
+        "sd15",
+        {"optimizer.scheduler": "cosine", "optimizer.restarts": 2},
+        [
+            "optimizer.restarts: only cosine_with_restarts uses restarts; remove it or set "
+            'scheduler = "cosine_with_restarts"'
+        ],
+    ),
     # check_train_parts
-    ("sd15", {"network.train_unet_only": True, "network.train_text_encoder_only": True},
-     ["network.train_unet_only: cannot be combined with network.train_text_encoder_only; keep at most one of them"]),
+    (
+        "sd15",
+        {"network.train_unet_only": True, "network.train_text_encoder_only": True},
+        [
+            "network.train_unet_only: cannot be combined with network.train_text_encoder_only; keep at most "
+            "one of them"
+        ],
+    ),
     # check_variant
     ("sd15", {"model.variant": "pony"}, ["model.variant: 'pony' is not a sd15 variant; use one of base"]),
-    ("sdxl", {"model.variant": "ponyv6"},
-     ["model.variant: 'ponyv6' is not a sdxl variant; use one of base, pony, illustrious, noobai, noobai-vpred"]),
+    (
+        "sdxl",
+        {"model.variant": "ponyv6"},
+        [
+            "model.variant: 'ponyv6' is not a sdxl variant; use one of base, pony, illustrious, noobai, "
+            "noobai-vpred"
+        ],
+    ),
     # check_flux_files
     ("flux", {"model.clip_l": None, "model.t5xxl": None, "model.ae": None}, FLUX_NEEDS),
     ("flux", {"model.t5xxl": None}, [FLUX_NEEDS[1]]),
-    ("sd15", {"model.clip_l": "/m/clip_l.safetensors"},
-     ["model.clip_l: only Flux uses a separate clip_l file; remove it for sd15"]),
-    ("sdxl", {"flux": {"guidance_scale": 1.0}},
-     ["flux: the [flux] section applies only to model.family = \"flux\"; remove it"]),
+    (
+        "sd15",
+        {"model.clip_l": "/m/clip_l.safetensors"},
+        ["model.clip_l: only Flux uses a separate clip_l file; remove it for sd15"],
+    ),
+    (
+        "sdxl",
+        {"flux": {"guidance_scale": 1.0}},
+        ['flux: the [flux] section applies only to model.family = "flux"; remove it'],
+    ),
     # check_v_prediction
-    ("flux", {"model.v_prediction": True},
-     ["model.v_prediction: Flux is a flow model and has no v-prediction; remove it"]),
+    (
+        "flux",
+        {"model.v_prediction": True},
+        ["model.v_prediction: Flux is a flow model and has no v-prediction; remove it"],
+    ),
     # check_family_options
     ("flux", {"training.weighted_captions": True}, [flux_ignored("training.weighted_captions")]),
     ("flux", {"training.noise_offset": 0.05}, [flux_ignored("training.noise_offset")]),
-    ("flux", {"training.multires_noise_iterations": 6, "training.multires_noise_discount": 0.3},
-     [flux_ignored("training.multires_noise_iterations"), flux_ignored("training.multires_noise_discount")]),
+    (
+        "flux",
+        {"training.multires_noise_iterations": 6, "training.multires_noise_discount": 0.3},
+        [
+            flux_ignored("training.multires_noise_iterations"),
+            flux_ignored("training.multires_noise_discount"),
+        ],
+    ),
     ("flux", {"optimizer.min_snr_gamma": 5}, [flux_ignored("optimizer.min_snr_gamma")]),
     ("flux", {"training.clip_skip": 2}, [flux_ignored("training.clip_skip")]),
     ("flux", {"training.max_token_length": 225}, [flux_ignored("training.max_token_length")]),
-    ("flux", {"network.block_dims": [4] * 25, "network.block_alphas": [2] * 25},
-     [flux_ignored("network.block_dims"), flux_ignored("network.block_alphas")]),
+    (
+        "flux",
+        {"network.block_dims": [4] * 25, "network.block_alphas": [2] * 25},
+        [flux_ignored("network.block_dims"), flux_ignored("network.block_alphas")],
+    ),
     ("flux", {"network.block_lr_weights": {"mid": [1.0]}}, [flux_ignored("network.block_lr_weights")]),
     # check_text_encoder_cache
-    ("sd15", {"training.cache_text_encoder_outputs": True, "training.shuffle_tags": False},
-     ["training.cache_text_encoder_outputs: only SDXL and Flux can cache text encoder outputs; remove it"]),
-    ("sdxl", {"training.cache_text_encoder_outputs": True, "network.train_unet_only": True},
-     ["training.shuffle_tags: cached text encoder outputs cannot shuffle tags; set shuffle_tags = false or "
-      "cache_text_encoder_outputs = false"]),
-    ("sdxl", {"training.cache_text_encoder_outputs": True, "training.shuffle_tags": False},
-     ["training.cache_text_encoder_outputs: SDXL can cache text encoder outputs only with "
-      "network.train_unet_only = true"]),
-    ("flux", {"training.cache_text_encoder_outputs": True, "training.shuffle_tags": False,
-              "network.train_text_encoder_only": True},
-     ["training.cache_text_encoder_outputs: cannot train only the text encoder from cached outputs; turn one of "
-      "them off"]),
+    (
+        "sd15",
+        {"training.cache_text_encoder_outputs": True, "training.shuffle_tags": False},
+        ["training.cache_text_encoder_outputs: only SDXL and Flux can cache text encoder outputs; remove it"],
+    ),
+    (
+        "sdxl",
+        {"training.cache_text_encoder_outputs": True, "network.train_unet_only": True},
+        [
+            "training.shuffle_tags: cached text encoder outputs cannot shuffle tags; set shuffle_tags = "
+            "false or "
+            "cache_text_encoder_outputs = false"
+        ],
+    ),
+    (
+        "sdxl",
+        {"training.cache_text_encoder_outputs": True, "training.shuffle_tags": False},
+        [
+            "training.cache_text_encoder_outputs: SDXL can cache text encoder outputs only with "
+            "network.train_unet_only = true"
+        ],
+    ),
+    (
+        "flux",
+        {
+            "training.cache_text_encoder_outputs": True,
+            "training.shuffle_tags": False,
+            "network.train_text_encoder_only": True,
+        },
+        [
+            "training.cache_text_encoder_outputs: cannot train only the text encoder from cached outputs; "
+            "turn one of "
+            "them off"
+        ],
+    ),
     # check_fp8
-    ("sd15", {"training.fp8_base": True},
-     ["training.fp8_base: only SDXL and Flux support fp8 base weights; remove it"]),
-    ("sdxl", {"training.fp8_base": True, "training.mixed_precision": "none"},
-     ["training.fp8_base: needs mixed_precision fp16 or bf16"]),
+    (
+        "sd15",
+        {"training.fp8_base": True},
+        ["training.fp8_base: only SDXL and Flux support fp8 base weights; remove it"],
+    ),
+    (
+        "sdxl",
+        {"training.fp8_base": True, "training.mixed_precision": "none"},
+        ["training.fp8_base: needs mixed_precision fp16 or bf16"],
+    ),
     # check_block_wise
     ("sd15", {"network.block_dims": [4] * 23}, ["network.block_dims: sd15 needs 25 values, got 23"]),
     ("sdxl", {"network.block_dims": [4] * 25}, ["network.block_dims: sdxl needs 23 values, got 25"]),
     ("sd15", {"network.block_alphas": [2] * 25}, ["network.block_alphas: needs network.block_dims"]),
-    ("sdxl", {"network.block_dims": [4] * 23, "network.block_alphas": [2] * 22},
-     ["network.block_alphas: sdxl needs 23 values, got 22"]),
-    ("sd15", {"network.block_lr_weights": {"down": [1.0] * 9, "mid": [1.0] * 3, "up": [1.0] * 9}},
-     ["network.block_lr_weights.down: sd15 needs 12 values, got 9",
-      "network.block_lr_weights.mid: sd15 needs 1 values, got 3",
-      "network.block_lr_weights.up: sd15 needs 12 values, got 9"]),
-    ("sdxl", {"network.block_lr_weights": {"down": [1.0] * 12}},
-     ["network.block_lr_weights.down: sdxl needs 9 values, got 12"]),
-    ("sd15", {"network.block_lr_weights": {"mid": [-1.0]}},
-     ["network.block_lr_weights.mid: weights must be 0 or more"]),
-    ("sd15", {"network.block_lr_weights": {}}, ["network.block_lr_weights: set at least one of down, mid, up"]),
+    (
+        "sdxl",
+        {"network.block_dims": [4] * 23, "network.block_alphas": [2] * 22},
+        ["network.block_alphas: sdxl needs 23 values, got 22"],
+    ),
+    (
+        "sd15",
+        {"network.block_lr_weights": {"down": [1.0] * 9, "mid": [1.0] * 3, "up": [1.0] * 9}},
+        [
+            "network.block_lr_weights.down: sd15 needs 12 values, got 9",
+            "network.block_lr_weights.mid: sd15 needs 1 values, got 3",
+            "network.block_lr_weights.up: sd15 needs 12 values, got 9",
+        ],
+    ),
+    (
+        "sdxl",
+        {"network.block_lr_weights": {"down": [1.0] * 12}},
+        ["network.block_lr_weights.down: sdxl needs 9 values, got 12"],
+    ),
+    (
+        "sd15",
+        {"network.block_lr_weights": {"mid": [-1.0]}},
+        ["network.block_lr_weights.mid: weights must be 0 or more"],
+    ),
+    (
+        "sd15",
+        {"network.block_lr_weights": {}},
+        ["network.block_lr_weights: set at least one of down, mid, up"],
+    ),
     ("sd15", {"network.conv_alpha": 4}, ["network.conv_alpha: needs network.conv_dim"]),
     # check_learning_rates
-    ("sd15", {"network.train_unet_only": True, "optimizer.unet_lr": 0},
-     ["optimizer.unet_lr: is 0 while only the U-Net is trained, so nothing would learn"]),
-    ("sd15", {"network.train_text_encoder_only": True, "optimizer.text_encoder_lr": 0},
-     ["optimizer.text_encoder_lr: is 0 while only the text encoder is trained"]),
+    (
+        "sd15",
+        {"network.train_unet_only": True, "optimizer.unet_lr": 0},
+        ["optimizer.unet_lr: is 0 while only the U-Net is trained, so nothing would learn"],
+    ),
+    (
+        "sd15",
+        {"network.train_text_encoder_only": True, "optimizer.text_encoder_lr": 0},
+        ["optimizer.text_encoder_lr: is 0 while only the text encoder is trained"],
+    ),
     # check_buckets
     ("sd15", {"dataset.resolution": 516}, ["dataset.resolution: 516 must be a multiple of 8 (64 is best)"]),
-    ("sd15", {"dataset.min_bucket_reso": 640},
-     ["dataset.min_bucket_reso: 640 is above the resolution 512; lower it"]),
-    ("sdxl", {"dataset.max_bucket_reso": 896},
-     ["dataset.max_bucket_reso: 896 is below the resolution 1024; raise it"]),
-    ("sd15", {"dataset.min_bucket_reso": 200, "dataset.max_bucket_reso": 1000},
-     ["dataset.min_bucket_reso: must be a multiple of 64 (the bucket step)",
-      "dataset.max_bucket_reso: must be a multiple of 64 (the bucket step)"]),
-    ("sd15", {"dataset.crop_size": 512},
-     ["dataset.crop_size: only used with crop = \"center\" or \"focus\"; remove it"]),
-    ("sd15", {"dataset.dirs": [{"path": "/d/reg", "is_reg": True}]},
-     ["dataset.dirs: every folder is is_reg = true; add a folder of training images"]),
-    ("sd15", {"dataset.dirs": [{"path": "/d/a"}, {"path": "/d/a"}]},
-     ["dataset.dirs: '/d/a' is listed twice (sd-scripts would skip the second)"]),
+    (
+        "sd15",
+        {"dataset.min_bucket_reso": 640},
+        ["dataset.min_bucket_reso: 640 is above the resolution 512; lower it"],
+    ),
+    (
+        "sdxl",
+        {"dataset.max_bucket_reso": 896},
+        ["dataset.max_bucket_reso: 896 is below the resolution 1024; raise it"],
+    ),
+    (
+        "sd15",
+        {"dataset.min_bucket_reso": 200, "dataset.max_bucket_reso": 1000},
+        [
+            "dataset.min_bucket_reso: must be a multiple of 64 (the bucket step)",
+            "dataset.max_bucket_reso: must be a multiple of 64 (the bucket step)",
+        ],
+    ),
+    (
+        "sd15",
+        {"dataset.crop_size": 512},
+        ['dataset.crop_size: only used with crop = "center" or "focus"; remove it'],
+    ),
+    (
+        "sd15",
+        {"dataset.dirs": [{"path": "/d/reg", "is_reg": True}]},
+        ["dataset.dirs: every folder is is_reg = true; add a folder of training images"],
+    ),
+    (
+        "sd15",
+        {"dataset.dirs": [{"path": "/d/a"}, {"path": "/d/a"}]},
+        ["dataset.dirs: '/d/a' is listed twice (sd-scripts would skip the second)"],
+    ),
     # check_sampling
-    ("sd15", {"sampling.prompts": [{"text": "zdm\n1boy", "negative": "a\rb"}]},
-     ["sampling.prompts.0.text: must be a single line", "sampling.prompts.0.negative: must be a single line"]),
-    ("sd15", {"sampling.prompts": [{"text": "zdm"}], "sampling.every_n_epochs": 11},
-     ["sampling.every_n_epochs: 11 is more than training.epochs (10), so no samples would be made; lower it or "
-      "set 0"]),
+    (
+        "sd15",
+        {"sampling.prompts": [{"text": "zdm\n1boy", "negative": "a\rb"}]},
+        [
+            "sampling.prompts.0.text: must be a single line",
+            "sampling.prompts.0.negative: must be a single line",
+        ],
+    ),
+    (
+        "sd15",
+        {"sampling.prompts": [{"text": "zdm"}], "sampling.every_n_epochs": 11},
+        [
+            "sampling.every_n_epochs: 11 is more than training.epochs (10), so no samples would be made; "
+            "lower it or "
+            "set 0"
+        ],
+    ),
     # check_distributed
-    ("sd15", {"run.num_machines": 2, "run.num_processes": 2},
-     ["run.main_process_ip: a multi-machine run needs the main machine's address"]),
+    (
+        "sd15",
+        {"run.num_machines": 2, "run.num_processes": 2},
+        ["run.main_process_ip: a multi-machine run needs the main machine's address"],
+    ),
     ("sd15", {"run.machine_rank": 1}, ["run.machine_rank: must be below run.num_machines (1)"]),
-    ("sd15", {"run.num_machines": 4, "run.num_processes": 2, "run.main_process_ip": "10.0.0.1"},
-     ["run.num_processes: counts processes on all machines, so it cannot be below num_machines"]),
+    (
+        "sd15",
+        {"run.num_machines": 4, "run.num_processes": 2, "run.main_process_ip": "10.0.0.1"},
+        ["run.num_processes: counts processes on all machines, so it cannot be below num_machines"],
+    ),
     ("sd15", {"run.num_processes": 2, "run.gpu_ids": [0]}, ["run.gpu_ids: lists 1 GPUs for 2 processes"]),
-    ("sd15", {"run.num_processes": 2, "run.gpu_ids": [1, 1]}, ["run.gpu_ids: must be distinct GPU indices (0, 1, …)"]),
+    (
+        "sd15",
+        {"run.num_processes": 2, "run.gpu_ids": [1, 1]},
+        ["run.gpu_ids: must be distinct GPU indices (0, 1, …)"],
+    ),
     # settings field validators
-    ("sd15", {"optimizer.args": {"betas": "0.9=1"}}, ["optimizer.args: the value of 'betas' cannot contain '=' or a newline"]),
-    ("sd15", {"optimizer.args": {"weight decay": 0.1}}, ["optimizer.args: 'weight decay' is not a valid argument name"]),
-    ("sd15", {"optimizer.args": {"eps": float("nan")}}, ["optimizer.args: the value of 'eps' must be a finite number"]),
-    ("sd15", {"optimizer.args": {"betas": [0.9, float("inf")]}},
-     ["optimizer.args: the value of 'betas' must be a finite number"]),
-]  # fmt: skip
+    (
+        "sd15",
+        {"optimizer.args": {"betas": "0.9=1"}},
+        ["optimizer.args: the value of 'betas' cannot contain '=' or a newline"],
+    ),
+    (
+        "sd15",
+        {"optimizer.args": {"weight decay": 0.1}},
+        ["optimizer.args: 'weight decay' is not a valid argument name"],
+    ),
+    (
+        "sd15",
+        {"optimizer.args": {"eps": float("nan")}},
+        ["optimizer.args: the value of 'eps' must be a finite number"],
+    ),
+    (
+        "sd15",
+        {"optimizer.args": {"betas": [0.9, float("inf")]}},
+        ["optimizer.args: the value of 'betas' must be a finite number"],
+    ),
+]
 
 
-@pytest.mark.parametrize(("family", "values", "lines"), CHECK_ERRORS, ids=[str(i) for i in range(len(CHECK_ERRORS))])
+@pytest.mark.parametrize(
+    ("family", "values", "lines"), CHECK_ERRORS, ids=[str(i) for i in range(len(CHECK_ERRORS))]
+)
 def test_check_errors(family: str, values: dict[str, Any], lines: list[str]) -> None:
     assert errors_of(make_doc(family, values)) == lines
 
 
 def test_all_check_errors_are_reported_together() -> None:
-    assert errors(optimizer__scheduler="constant", optimizer__warmup_percent=5, optimizer__restarts=2,
-                  training__fp8_base=True) == [  # fmt: skip
+    assert errors(
+        optimizer__scheduler="constant",
+        optimizer__warmup_percent=5,
+        optimizer__restarts=2,
+        training__fp8_base=True,
+    ) == [
         "optimizer.warmup_percent: the constant scheduler cannot warm up; set it to 0 or use "
-        "scheduler = \"constant_with_warmup\"",
+        'scheduler = "constant_with_warmup"',
         "optimizer.restarts: only cosine_with_restarts uses restarts; remove it or set "
-        "scheduler = \"cosine_with_restarts\"",
+        'scheduler = "cosine_with_restarts"',
         "training.fp8_base: only SDXL and Flux support fp8 base weights; remove it",
     ]
 
@@ -522,18 +880,43 @@ def test_all_check_errors_are_reported_together() -> None:
     [
         ("sd15", {"optimizer.scheduler": "constant_with_warmup", "optimizer.warmup_percent": 10}),
         ("sd15", {"optimizer.scheduler": "constant"}),
-        ("sdxl", {"training.cache_text_encoder_outputs": True, "training.shuffle_tags": False,
-                  "network.train_unet_only": True}),
+        (
+            "sdxl",
+            {
+                "training.cache_text_encoder_outputs": True,
+                "training.shuffle_tags": False,
+                "network.train_unet_only": True,
+            },
+        ),
         ("flux", {"training.cache_text_encoder_outputs": True, "training.shuffle_tags": False}),
         ("sdxl", {"training.fp8_base": True}),
-        ("sd15", {"network.block_dims": [4] * 25, "network.block_alphas": [2] * 25,
-                  "network.block_lr_weights": {"down": "sine", "mid": [0.5], "up": [1.0] * 12}}),
-        ("sdxl", {"network.block_dims": [4] * 23, "network.block_lr_weights": {"down": [1.0] * 9, "mid": [1.0] * 3}}),
+        (
+            "sd15",
+            {
+                "network.block_dims": [4] * 25,
+                "network.block_alphas": [2] * 25,
+                "network.block_lr_weights": {"down": "sine", "mid": [0.5], "up": [1.0] * 12},
+            },
+        ),
+        (
+            "sdxl",
+            {
+                "network.block_dims": [4] * 23,
+                "network.block_lr_weights": {"down": [1.0] * 9, "mid": [1.0] * 3},
+            },
+        ),
         ("sd15", {"dataset.enable_bucket": False, "dataset.resolution": 520}),
-        ("sd15", {"run.num_machines": 2, "run.num_processes": 4, "run.main_process_ip": "10.0.0.1",
-                  "run.gpu_ids": [0, 1]}),
+        (
+            "sd15",
+            {
+                "run.num_machines": 2,
+                "run.num_processes": 4,
+                "run.main_process_ip": "10.0.0.1",
+                "run.gpu_ids": [0, 1],
+            },
+        ),
     ],
-)  # fmt: skip
+)
 def test_combinations_that_work_are_accepted(family: str, values: dict[str, Any]) -> None:
     assert isinstance(validate(make_doc(family, values)), Config)
 
@@ -542,77 +925,166 @@ def test_combinations_that_work_are_accepted(family: str, values: dict[str, Any]
 
 CHECK_WARNINGS = [
     # check_alpha_vs_dim
-    ("sd15", {"network.dim": 8, "network.alpha": 16},
-     ["network.alpha: 16 is above dim 8, which scales updates up; SeaArt advises alpha ≤ dim, commonly "
-      "dim / 2 = 4"]),
+    (
+        "sd15",
+        {"network.dim": 8, "network.alpha": 16},
+        [
+            "network.alpha: 16 is above dim 8, which scales updates up; SeaArt advises alpha ≤ dim, commonly "
+            "dim / 2 = 4"
+        ],
+    ),
     # check_adaptive_lr
-    ("sd15", {"optimizer.type": "Prodigy"},
-     ["optimizer.learning_rate: Prodigy finds its own step size and wants 1.0, not 0.0001"]),
-    ("sd15", {"optimizer.type": "DAdaptAdam", "optimizer.learning_rate": 1.0, "optimizer.unet_lr": 1.0,
-              "optimizer.text_encoder_lr": 0.5},
-     ["optimizer.text_encoder_lr: DAdaptAdam finds its own step size and wants 1.0, not 0.5",
-      "optimizer.text_encoder_lr: DAdaptAdam uses only the first LR group, so separate U-Net and text encoder "
-      "LRs are not honoured",
-      "optimizer.type: DAdaptAdam needs the 'dadaptation' package, which sd-scripts does not install; run "
-      "`pip install dadaptation` in its interpreter"]),
+    (
+        "sd15",
+        {"optimizer.type": "Prodigy"},
+        ["optimizer.learning_rate: Prodigy finds its own step size and wants 1.0, not 0.0001"],
+    ),
+    (
+        "sd15",
+        {
+            "optimizer.type": "DAdaptAdam",
+            "optimizer.learning_rate": 1.0,
+            "optimizer.unet_lr": 1.0,
+            "optimizer.text_encoder_lr": 0.5,
+        },
+        [
+            "optimizer.text_encoder_lr: DAdaptAdam finds its own step size and wants 1.0, not 0.5",
+            "optimizer.text_encoder_lr: DAdaptAdam uses only the first LR group, so separate U-Net and text "
+            "encoder "
+            "LRs are not honoured",
+            "optimizer.type: DAdaptAdam needs the 'dadaptation' package, which sd-scripts does not install; "
+            "run "
+            "`pip install dadaptation` in its interpreter",
+        ],
+    ),
     ("sd15", {"optimizer.type": "Prodigy", "optimizer.learning_rate": 1.0}, []),
     # check_clip_skip
-    ("sd15", {"training.clip_skip": 1},
-     ["training.clip_skip: 1 on SD1.5; SeaArt advises 2 (anime models are trained with it)"]),
-    ("sdxl", {"training.clip_skip": 2},
-     ["training.clip_skip: 2 on SDXL; SDXL training ignores it (only samples use it), SeaArt advises 1"]),
+    (
+        "sd15",
+        {"training.clip_skip": 1},
+        ["training.clip_skip: 1 on SD1.5; SeaArt advises 2 (anime models are trained with it)"],
+    ),
+    (
+        "sdxl",
+        {"training.clip_skip": 2},
+        ["training.clip_skip: 2 on SDXL; SDXL training ignores it (only samples use it), SeaArt advises 1"],
+    ),
     ("sdxl", {"model.variant": "pony"}, []),
     ("sdxl", {"model.variant": "pony", "training.clip_skip": 1}, []),
     # check_precision
-    ("sdxl", {"training.mixed_precision": "fp16"},
-     ["training.mixed_precision: fp16 on sdxl risks NaN loss and black samples; use bf16 where the GPU supports "
-      "it"]),
-    ("flux", {"training.mixed_precision": "fp16"},
-     ["training.mixed_precision: fp16 on flux risks NaN loss and black samples; use bf16 where the GPU supports "
-      "it"]),
+    (
+        "sdxl",
+        {"training.mixed_precision": "fp16"},
+        [
+            "training.mixed_precision: fp16 on sdxl risks NaN loss and black samples; use bf16 where the GPU "
+            "supports "
+            "it"
+        ],
+    ),
+    (
+        "flux",
+        {"training.mixed_precision": "fp16"},
+        [
+            "training.mixed_precision: fp16 on flux risks NaN loss and black samples; use bf16 where the GPU "
+            "supports "
+            "it"
+        ],
+    ),
     ("sd15", {"training.mixed_precision": "fp16"}, []),
     # check_batch_size
-    ("sd15", {"training.batch_size": 8},
-     ["training.batch_size: 8 averages features across many images and needs much more VRAM; SeaArt advises "
-      "starting at 2"]),
+    (
+        "sd15",
+        {"training.batch_size": 8},
+        [
+            "training.batch_size: 8 averages features across many images and needs much more VRAM; SeaArt "
+            "advises "
+            "starting at 2"
+        ],
+    ),
     ("sd15", {"training.batch_size": 7}, []),
     # check_unused_learning_rates
-    ("sd15", {"network.train_unet_only": True, "optimizer.text_encoder_lr": 1e-5},
-     ["optimizer.text_encoder_lr: ignored because network.train_unet_only = true"]),
-    ("sd15", {"network.train_text_encoder_only": True, "optimizer.unet_lr": 1e-4},
-     ["optimizer.unet_lr: ignored because network.train_text_encoder_only = true"]),
-    ("sd15", {"optimizer.type": "Adafactor", "optimizer.args": {"relative_step": True}},
-     ["optimizer.args: Adafactor with relative_step = true ignores learning_rate, unet_lr, text_encoder_lr and "
-      "the scheduler"]),
+    (
+        "sd15",
+        {"network.train_unet_only": True, "optimizer.text_encoder_lr": 1e-5},
+        ["optimizer.text_encoder_lr: ignored because network.train_unet_only = true"],
+    ),
+    (
+        "sd15",
+        {"network.train_text_encoder_only": True, "optimizer.unet_lr": 1e-4},
+        ["optimizer.unet_lr: ignored because network.train_text_encoder_only = true"],
+    ),
+    (
+        "sd15",
+        {"optimizer.type": "Adafactor", "optimizer.args": {"relative_step": True}},
+        [
+            "optimizer.args: Adafactor with relative_step = true ignores learning_rate, unet_lr, "
+            "text_encoder_lr and "
+            "the scheduler"
+        ],
+    ),
     # check_noise
-    ("sd15", {"training.multires_noise_discount": 0.3},
-     ["training.multires_noise_discount: has no effect without multires_noise_iterations"]),
+    (
+        "sd15",
+        {"training.multires_noise_discount": 0.3},
+        ["training.multires_noise_discount: has no effect without multires_noise_iterations"],
+    ),
     ("sd15", {"training.multires_noise_discount": 0.3, "training.multires_noise_iterations": 6}, []),
     # check_captions
-    ("sd15", {"tagging.trigger_word": "zdm", "training.keep_tokens": 0},
-     ["training.keep_tokens: 0 lets shuffling move the trigger word 'zdm' away from the front; set "
-      "keep_tokens = 1"]),
+    (
+        "sd15",
+        {"tagging.trigger_word": "zdm", "training.keep_tokens": 0},
+        [
+            "training.keep_tokens: 0 lets shuffling move the trigger word 'zdm' away from the front; set "
+            "keep_tokens = 1"
+        ],
+    ),
     ("sd15", {"tagging.trigger_word": "zdm", "training.keep_tokens": 0, "training.shuffle_tags": False}, []),
-    ("sd15", {"tagging.trigger_word": "zdm", "sampling.prompts": [{"text": "1boy, solo"}]},
-     ["sampling.prompts: no prompt contains the trigger word 'zdm', so the samples will not show what the LoRA "
-      "learned"]),
+    (
+        "sd15",
+        {"tagging.trigger_word": "zdm", "sampling.prompts": [{"text": "1boy, solo"}]},
+        [
+            "sampling.prompts: no prompt contains the trigger word 'zdm', so the samples will not show what "
+            "the LoRA "
+            "learned"
+        ],
+    ),
     # check_family_quirks
-    ("flux", {"training.attention": "xformers"}, ["training.attention: Flux training ignores the attention setting"]),
-    ("sd15", {"optimizer.type": "DAdaptation", "optimizer.learning_rate": 1.0},
-     ["optimizer.type: DAdaptation needs the 'dadaptation' package, which sd-scripts does not install; run "
-      "`pip install dadaptation` in its interpreter"]),
-    ("sd15", {"save.every_n_epochs": 10},
-     ["save.every_n_epochs: 10 with 10 epochs saves only the last epoch, so there is nothing to compare"]),
+    (
+        "flux",
+        {"training.attention": "xformers"},
+        ["training.attention: Flux training ignores the attention setting"],
+    ),
+    (
+        "sd15",
+        {"optimizer.type": "DAdaptation", "optimizer.learning_rate": 1.0},
+        [
+            "optimizer.type: DAdaptation needs the 'dadaptation' package, which sd-scripts does not install; "
+            "run "
+            "`pip install dadaptation` in its interpreter"
+        ],
+    ),
+    (
+        "sd15",
+        {"save.every_n_epochs": 10},
+        ["save.every_n_epochs: 10 with 10 epochs saves only the last epoch, so there is nothing to compare"],
+    ),
     ("sd15", {"save.every_n_epochs": 1, "training.epochs": 1}, []),
-    ("sdxl", {"model.v_prediction": True},
-     ["model.v_prediction: set only for v-prediction checkpoints; an eps model trained as v-prediction learns "
-      "noise"]),
+    (
+        "sdxl",
+        {"model.v_prediction": True},
+        [
+            "model.v_prediction: set only for v-prediction checkpoints; an eps model trained as v-prediction "
+            "learns "
+            "noise"
+        ],
+    ),
     ("sdxl", {"model.variant": "noobai-vpred"}, []),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("family", "values", "lines"), CHECK_WARNINGS,
-                         ids=[str(i) for i in range(len(CHECK_WARNINGS))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("family", "values", "lines"), CHECK_WARNINGS, ids=[str(i) for i in range(len(CHECK_WARNINGS))]
+)
 def test_check_warnings(family: str, values: dict[str, Any], lines: list[str]) -> None:
     assert validate(make_doc(family, values)).warnings() == lines
 
@@ -625,3 +1097,35 @@ def test_defaults_give_no_warnings(family: str) -> None:
 def test_mixed_precision_none_means_no() -> None:
     assert config(training__mixed_precision="none").training.mixed_precision == "no"
     assert config(training__mixed_precision="no").training.mixed_precision == "no"
+
+
+# ---- docs/settings.md names every key -------------------------------------------------------------
+
+
+def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every key a config can hold, lists of tables as `dirs[].path`."""
+    keys = []
+    for name, field in model.model_fields.items():
+        inner = next(
+            (
+                a
+                for a in (field.annotation, *typing.get_args(field.annotation))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
+        listed = typing.get_origin(field.annotation) is list
+        if inner is None:
+            keys.append(prefix + name)
+            continue
+        if listed:
+            keys.append(prefix + name)
+        keys += config_keys(inner, f"{prefix}{name}{'[]' if listed else ''}.")
+    return keys
+
+
+def test_docs_settings_table_names_every_config_key_once() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "settings.md").read_text("utf-8")
+    documented = re.findall(r"^\| `([a-z_.\[\]0-9]+)` \|", text, flags=re.MULTILINE)
+    assert sorted(documented) == sorted(config_keys())
+    assert "network.block_lr_weights.mid" in documented
