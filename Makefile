@@ -32,7 +32,7 @@ venv:
 	@if [ -f $(SD_SCRIPTS)/requirements.txt ]; then \
 	  echo "installing sd-scripts requirements"; \
 	  cd $(SD_SCRIPTS) && ../../$(BIN)/python -m pip install -q -r requirements.txt; fi
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
 
 test:
 	$(BIN)/python -m pytest -q

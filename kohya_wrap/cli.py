@@ -319,12 +319,18 @@ def _tag_progress() -> Callable[[Path, int, int], None]:
     started: dict[Path, float] = {}
 
     def report(folder: Path, done: int, total: int) -> None:
-        start = started.setdefault(folder, time.monotonic())
-        if done == total or done % max(1, min(50, total // 10)) == 0:
-            rate = done / max(time.monotonic() - start, 1e-6)
-            echo_err(f"{folder.name}: tagged {done}/{total} images ({rate:.1f}/s)")
+        if done == 0:
+            started[folder] = time.monotonic()
+            echo_err(f"{folder.name}: tagging {_count(total, 'image')}")
+        elif done == total or done % max(1, min(50, total // 10)) == 0:
+            rate = done / max(time.monotonic() - started[folder], 1e-6)
+            echo_err(f"{folder.name}: tagged {done}/{total} ({rate:.1f} images/s)")
 
     return report
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _names(paths: Sequence[Path], limit: int = 5) -> str:
@@ -333,11 +339,12 @@ def _names(paths: Sequence[Path], limit: int = 5) -> str:
 
 
 def _print_tagging(result: FolderTagging) -> None:
-    line = f"{result.folder}: {result.tagged} captions written, {result.kept} images kept their caption"
+    line = (f"{result.folder}: {_count(result.tagged, 'caption')} written, "
+            f"{_count(result.kept, 'image')} kept {'its' if result.kept == 1 else 'their'} caption")  # fmt: skip
     click.echo(line + (f" (originals backed up in {result.backup})" if result.backup else ""))
     if result.empty:
-        echo_err(f"warning: {result.folder}: no tag passed the thresholds for {_names(result.empty)}; no caption "
-                 "written (lower --general-threshold or caption them by hand)")  # fmt: skip
+        echo_err(f"warning: {result.folder}: no tag passed the thresholds for {_names(result.empty)}; "
+                 "no caption written (lower --general-threshold or caption them by hand)")  # fmt: skip
 
 
 @main.command()
@@ -405,8 +412,8 @@ def tag(folder: Path, model: str | None, general_threshold: float, character_thr
         plan = plan_edit(load_captions(find_images(folder), ext), CaptionEdit(trigger=trigger))
         backup = apply_plan(folder, plan)
         if plan.changes:
-            click.echo(f"{folder}: put '{trigger}' first in {len(plan.changes)} existing captions (originals "
-                       f"backed up in {backup})")  # fmt: skip
+            click.echo(f"{folder}: put '{trigger}' first in {_count(len(plan.changes), 'existing caption')} "
+                       f"(originals backed up in {backup})")  # fmt: skip
     if result.failed:
         raise DatasetError(*result.failed)
 
@@ -453,22 +460,22 @@ def tags(folder: Path, remove: str | None, replace: tuple[str, ...], auto_prune:
     for count in stats.tags:
         click.echo(f"{count.images:6}  {count.share:5.0%}  {count.tag}")
     removed = parse_caption(remove or "")
+    proposed: tuple[str, ...] = ()
     if auto_prune:
         proposed = propose_prune(stats, min_share, DEFAULT_KEEP | set(parse_caption(keep or "")), trigger)
-        click.echo(f"auto-prune: {len(proposed)} tags are in at least {min_share:.0%} of the images and not in the "
-                   f"keep-list: {', '.join(proposed) or '-'}")  # fmt: skip
-        removed += [t for t in proposed if tag_key(t) not in {tag_key(r) for r in removed}]
-    plan = plan_edit(captions, CaptionEdit(frozenset(removed), replacements, trigger))
+        click.echo(f"auto-prune: {_count(len(proposed), 'tag')} in at least {min_share:.0%} of the images and "
+                   f"not in the keep-list: {', '.join(proposed) or '-'}")  # fmt: skip
+    plan = plan_edit(captions, CaptionEdit(frozenset(removed) | set(proposed), replacements, trigger))
     images_with = {tag_key(c.tag): c.images for c in stats.tags}
     for name in removed:
-        click.echo(f"remove {name}: {images_with.get(tag_key(name), 0)} captions")
+        click.echo(f"remove {name}: {_count(images_with.get(tag_key(name), 0), 'caption')}")
     for old, new in replacements.items():
-        click.echo(f"replace {old} → {new}: {images_with.get(tag_key(old), 0)} captions")
+        click.echo(f"replace {old} → {new}: {_count(images_with.get(tag_key(old), 0), 'caption')}")
     if plan.emptied:
         echo_err(f"warning: {len(plan.emptied)} captions would be left empty and stay as they are: "
                  f"{_names(plan.emptied)}")  # fmt: skip
     if not plan.changes:
-        if removed or replacements or trigger:
+        if removed or proposed or replacements or trigger:
             click.echo("nothing to change")
         return
     if not apply_changes:

@@ -171,17 +171,17 @@ def network_args(cfg: Config) -> list[str]:
     net, args = cfg.network, []
     if net.conv_dim is not None:
         assert net.conv_alpha is not None
-        args += [f"conv_dim={net.conv_dim}", f"conv_alpha={net.conv_alpha:g}"]
+        args += [f"conv_dim={net.conv_dim}", f"conv_alpha={net.conv_alpha!r}"]
     if net.block_dims is not None:
         args.append("block_dims=" + ",".join(str(v) for v in net.block_dims))
     if net.block_alphas is not None:
-        args.append("block_alphas=" + ",".join(f"{v:g}" for v in net.block_alphas))
+        args.append("block_alphas=" + ",".join(repr(float(v)) for v in net.block_alphas))
     weights = net.block_lr_weights
     if weights is not None:
         for part in ("down", "mid", "up"):
             value = getattr(weights, part)
             if isinstance(value, list):
-                args.append(f"{part}_lr_weight=" + ",".join(f"{v:g}" for v in value))
+                args.append(f"{part}_lr_weight=" + ",".join(repr(float(v)) for v in value))
             elif isinstance(value, str):
                 args.append(f"{part}_lr_weight={value}")
     return args

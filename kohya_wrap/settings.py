@@ -587,6 +587,15 @@ def check_distributed(cfg: Config) -> list[str]:
     return problems
 
 
+def check_extra_args(cfg: Config) -> list[str]:
+    # sd-scripts reuses `*.npz` caches beside the images by key presence only, so after re-tagging or
+    # editing images it silently trains on stale latents/captions; we cache in memory, per run.
+    return [f"run.extra_args.{key}: disk caches beside the images go stale after re-tagging or image edits "
+            "and sd-scripts reuses them anyway; remove it (kohya_wrap caches in memory, per run)"
+            for key in ("cache_latents_to_disk", "cache_text_encoder_outputs_to_disk")
+            if key in cfg.run.extra_args]  # fmt: skip
+
+
 ERROR_CHECKS: tuple[Check, ...] = (
     check_variant,
     check_flux_files,
@@ -601,6 +610,7 @@ ERROR_CHECKS: tuple[Check, ...] = (
     check_buckets,
     check_sampling,
     check_distributed,
+    check_extra_args,
 )
 
 

@@ -384,7 +384,8 @@ def _input_geometry(shape: Sequence[Any], model: Path) -> tuple[Layout, int, int
 
 # ---- folders and datasets ------------------------------------------------------------------------
 
-Progress = Callable[[Path, int, int], None]  # (folder, images done, images to do)
+# (folder, images done, images to do); called with 0 done once the model is loaded.
+Progress = Callable[[Path, int, int], None]
 
 
 def tag_options(settings: TaggingSettings) -> TagOptions:
@@ -424,6 +425,8 @@ def tag_folder(
     if not todo:
         return FolderTagging(folder, 0, len(images), (), (), backup)
     tagger = make_tagger()
+    if progress is not None:
+        progress(folder, 0, len(todo))
     tagged, empty, failed = 0, [], []
     for done, result in enumerate(tagger.tag(todo), 1):
         if result.error is not None:

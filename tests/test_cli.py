@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.cli: presets, init, validate, render, schema, and bad input (exit 2, nothing written)."""
+"""Tests for kohya_wrap.cli: presets, init, validate, render, schema; bad input exits 2 and writes nothing."""
 
 from __future__ import annotations
 

@@ -413,13 +413,7 @@ CASES = {case.id: case for case in [*(preset_case(name) for name in PRESETS), *H
 
 # Places where sd-scripts reads something else than we meant. Each is a bug in kohya_wrap's side of
 # the contract, pinned here with strict xfail so that the fix makes the test fail until this entry goes.
-GENERAL_FLOAT = (
-    "render.network_args formats block_alphas, conv_alpha and block LR weights with :g (6 significant "
-    "digits), so 0.1234567 reaches sd-scripts as 0.123457 and 1/3 as 0.333333; use repr(float)"
-)
-KNOWN_MISMATCHES: dict[tuple[str, str], str] = {
-    ("sd15-precise-floats", "network"): GENERAL_FLOAT,
-}
+KNOWN_MISMATCHES: dict[tuple[str, str], str] = {}
 
 
 def case_params(aspect: str, ids: Iterable[str] = CASES) -> list[Any]:

@@ -705,8 +705,9 @@ from library import config_util, train_util
 from library.config_util import BlueprintGenerator, ConfigSanitizer
 import train_network
 
+names = json.loads(sys.argv[1])
 result = []
-for train_toml in sys.argv[1:]:
+for train_toml in sys.argv[2:]:
     parser = train_network.setup_parser()
     argv = ["--config_file", train_toml]
     # read_config_from_file parses sys.argv again, as train_network.py's __main__ does.
@@ -714,17 +715,23 @@ for train_toml in sys.argv[1:]:
     args = train_util.read_config_from_file(parser.parse_args(argv), parser)
     train_util.prepare_dataset_args(args, True)
     user_config = config_util.load_user_config(args.dataset_config)
-    blueprint = BlueprintGenerator(ConfigSanitizer(True, True, args.masked_loss, True)).generate(user_config, args)
+    sanitizer = ConfigSanitizer(True, True, args.masked_loss, True)
+    blueprint = BlueprintGenerator(sanitizer).generate(user_config, args)
     group, _ = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
     (dataset,) = group.datasets
-    buckets = [[list(reso), len(b)] for reso, b in zip(dataset.bucket_manager.resos, dataset.bucket_manager.buckets) if b]
+    manager = dataset.bucket_manager
+    buckets = [[list(reso), len(b)] for reso, b in zip(manager.resos, manager.buckets) if b]
     subsets = [[s.image_dir, s.class_tokens, s.num_repeats, s.caption_extension] for s in dataset.subsets]
-    names = ["output_name", "learning_rate", "network_args", "optimizer_args", "text_encoder_lr", "lr_warmup_steps",
-             "metadata_trigger_phrase", "pretrained_model_name_or_path", "network_alpha", "network_dim"]
     result.append({"batches": len(group), "buckets": buckets, "subsets": subsets,
                    "args": {n: getattr(args, n) for n in names}})
 print("RESULT " + json.dumps(result))
 """
+
+# The arguments compared between sd-scripts' namespace and our rendered train.toml.
+SD_SCRIPTS_ARGS = [
+    "output_name", "learning_rate", "network_args", "optimizer_args", "text_encoder_lr", "lr_warmup_steps",
+    "metadata_trigger_phrase", "pretrained_model_name_or_path", "network_alpha", "network_dim",
+]  # fmt: skip
 
 
 @pytest.mark.sd_scripts
@@ -771,25 +778,11 @@ def test_sd_scripts_reads_our_files_and_counts_our_steps(sd_scripts_dir: Path, t
                 "batches": plan.batches_per_epoch,
                 "buckets": [[list(reso), count] for reso, count in plan.buckets],
                 "subsets": [[d.path, d.class_token, d.repeats, ".txt"] for d in cfg.dataset.dirs],
-                "args": {
-                    n: flat.get(n)
-                    for n in (
-                        "output_name",
-                        "learning_rate",
-                        "network_args",
-                        "optimizer_args",
-                        "text_encoder_lr",
-                        "lr_warmup_steps",
-                        "metadata_trigger_phrase",
-                        "pretrained_model_name_or_path",
-                        "network_alpha",
-                        "network_dim",
-                    )
-                },
+                "args": {name: flat.get(name) for name in SD_SCRIPTS_ARGS},
             }
         )
     done = subprocess.run(
-        [sys.executable, "-c", READ_WITH_SD_SCRIPTS, *tomls],
+        [sys.executable, "-c", READ_WITH_SD_SCRIPTS, json.dumps(SD_SCRIPTS_ARGS), *tomls],
         cwd=sd_scripts_dir,
         capture_output=True,
         text=True,

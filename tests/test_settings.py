@@ -453,7 +453,7 @@ def test_union_errors_read_as_one_line() -> None:
 
 # ---- family and variant defaults apply only where the user set nothing -------------------------------
 
-# (family, variant, clip_skip, resolution, mixed_precision, max_bucket_reso, gradient_checkpointing, v_prediction)
+# (family, variant, clip_skip, resolution, mixed_precision, max_bucket_reso, gradient checkpointing, v-pred)
 FAMILY_DEFAULTS = [
     ("sd15", None, 2, 512, "fp16", 1024, False, False),
     ("sdxl", None, 1, 1024, "bf16", 2048, True, False),
@@ -587,7 +587,10 @@ FLUX_NEEDS = [
 
 
 def flux_ignored(key: str) -> str:
-    return f"{key}: Flux training does not support this setting (sd-scripts would ignore or reject it); remove it"
+    return (
+        f"{key}: Flux training does not support this setting (sd-scripts would ignore or reject it); "
+        "remove it"
+    )
 
 
 CHECK_ERRORS = [

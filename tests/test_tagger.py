@@ -225,7 +225,7 @@ def test_tag_folder_keeps_existing_captions(tmp_path: Path, make: Callable[..., 
     assert (result.tagged, result.kept, len(result.failed)) == (1, 1, 1)
     assert (tmp_path / "a.txt").read_text() == "1boy\n"
     assert (tmp_path / "b.txt").read_text() == "hand, written\n"
-    assert seen == [(1, 2), (2, 2)]
+    assert seen == [(0, 2), (1, 2), (2, 2)]
     (tmp_path / "c.png").unlink()
 
     def no_model() -> Tagger:

@@ -1,0 +1,124 @@
+"""Wall time of `kohya-wrap train` vs launching the same rendered files with accelerate directly.
+
+Same tiny real run (random SD1.5, 4 images of 64 px, 2 epochs, 2 samples per epoch) on the CPU,
+interleaved, several times; needs the sd-scripts checkout and its requirements.
+usage: python bench/overhead.py [--runs N] [--out bench/results/overhead.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import builder, cached_asset, asset_key, random_model, run_builder, tokenizers_dir  # noqa: E402
+
+from kohya_wrap.dataset import plan_steps, scan  # noqa: E402
+from kohya_wrap.launch import plan_training  # noqa: E402
+from kohya_wrap.presets import load_config  # noqa: E402
+from kohya_wrap.runs import write_rendered_folder  # noqa: E402
+
+GOAL = 1.01
+
+
+def make_config(folder: Path) -> Path:
+    tokenizers = tokenizers_dir()
+    model = random_model("sd15", tokenizers)
+    script = builder("make_images.py")
+    images = cached_asset("images", asset_key(script, "4", "64"),
+                          lambda out: run_builder(sys.executable, str(script), str(out), "--count", "4", "--size", "64"))  # fmt: skip
+    data = folder / "e2etok"
+    shutil.copytree(images, data)
+    config = folder / "bench.toml"
+    config.write_text(f"""
+[model]
+family = "sd15"
+base = "{model}"
+tokenizer_cache_dir = "{tokenizers}"
+[dataset]
+dirs = [{{ path = "{data}" }}]
+resolution = 64
+enable_bucket = false
+[network]
+dim = 4
+[optimizer]
+type = "AdamW"
+scheduler = "constant"
+[training]
+epochs = 2
+batch_size = 1
+mixed_precision = "no"
+shuffle_tags = false
+[sampling]
+prompts = [{{ text = "e2etok, a red square", width = 64, height = 64, steps = 2 }},
+           {{ text = "e2etok, a blue square", width = 64, height = 64, steps = 2 }}]
+[save]
+output_name = "bench"
+[run]
+runs_dir = "{folder / "runs"}"
+""")
+    return config
+
+
+def run_wrapper(config: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "kohya_wrap", "train", str(config)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def run_direct(config: Path, folder: Path) -> float:
+    loaded = load_config(config)
+    plan = plan_steps(loaded.config, scan(loaded.config))
+    layout = write_rendered_folder(folder, loaded, plan)
+    launch = plan_training(loaded.config, layout, "train_network.py")
+    start = time.perf_counter()
+    subprocess.run(launch.argv, cwd=launch.cwd, env={**os.environ, **launch.env}, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    wrapped: list[float] = []
+    direct: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config = make_config(Path(tmp))
+        run_direct(config, Path(tmp) / "warm")  # first run pays the file cache
+        for i in range(args.runs):
+            wrapped.append(run_wrapper(config))
+            direct.append(run_direct(config, Path(tmp) / f"direct-{i}"))
+    ratio = statistics.median(wrapped) / statistics.median(direct)
+    text = "\n".join([
+        "# Overhead of `kohya-wrap train` over a direct `accelerate launch`",
+        "",
+        f"Command: `python bench/overhead.py --runs {args.runs}` (CPU, random SD1.5, 4 images of 64 px, 2 epochs,",
+        "2 samples per epoch; the same rendered files; runs interleaved).",
+        "",
+        "| | median wall | runs (s) |",
+        "|---|---|---|",
+        f"| direct `accelerate launch` | {statistics.median(direct):.2f} s | {', '.join(f'{t:.1f}' for t in direct)} |",
+        f"| `kohya-wrap train` | {statistics.median(wrapped):.2f} s | {', '.join(f'{t:.1f}' for t in wrapped)} |",
+        "",
+        f"Ratio: **{ratio:.3f}** (goal ≤ {GOAL}; {'met' if ratio <= GOAL else 'NOT met'}).",
+        "",
+    ])  # fmt: skip
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+"""Our WD14 tagger against sd-scripts' tagger script on a wd-vit-tagger-v3-sized model (random weights).
+
+usage: python bench/tagger_bench.py [--rounds N] [--images N] [--batch-size N] [--only PARTS] [--out FILE]
+
+Parts (all by default): e2e (both taggers as commands, start-up included, interleaved, tags compared),
+steady (our pipeline vs bare onnxruntime on the same session), int8 (speed and tag agreement against
+fp32), captions (statistics and auto-prune over 100k synthetic captions). The model (ViT-B/16 at
+448 px, 10,861 outputs, NHWC BGR input, like SmilingWolf/wd-vit-tagger-v3) and the images are built
+once into .e2e-cache/ (gitignored) by a child process, so torch never loads where we measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SD_SCRIPTS = REPO / "vendor" / "sd-scripts"
+CACHE = REPO / ".e2e-cache"
+REPO_ID = "local/wd-vit-bench"  # sd-scripts looks for <model_dir>/local_wd-vit-bench
+# wd-vit-tagger-v3's label counts: 4 ratings, 8,400 general and 2,457 character tags.
+RATINGS, GENERAL, CHARACTERS = 4, 8400, 2457
+SIZES = [(512, 512), (768, 1024), (1024, 768), (1024, 1024), (832, 1216), (1216, 832), (1536, 1536),
+         (2048, 1536), (1080, 1920), (640, 960), (900, 1200), (2000, 3000)]  # fmt: skip
+FORMATS = ["png", "jpg", "webp"]
+ASSET_VERSION = "1"
+GOALS = {"e2e": 1.2, "steady": 0.95, "int8": 2.5, "captions_s": 1.0}
+
+
+# ---- assets (run in a child process: imports torch) ----------------------------------------------
+
+
+def build_model(folder: Path) -> None:
+    """A random ViT-B/16 at 448 px with a sigmoid head of 10,861 tags, exported to ONNX."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+
+    class Tagger(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vit = torchvision.models.vit_b_16(image_size=448, num_classes=RATINGS + GENERAL + CHARACTERS)
+            head = self.vit.heads.head
+            torch.nn.init.normal_(head.weight, std=0.05)
+            # About 30 general tags per image pass 0.35, as with real models; no character tag
+            # reaches 0.85, because sd-scripts' script crashes on those (UnboundLocalError).
+            bias = torch.full((head.out_features,), -4.2)
+            bias[:RATINGS] = 0.0
+            bias[RATINGS + GENERAL :] = -12.0
+            head.bias.data.copy_(bias)
+
+        def forward(self, bgr: torch.Tensor) -> torch.Tensor:
+            rgb = bgr.permute(0, 3, 1, 2).flip(1) / 127.5 - 1.0
+            return torch.sigmoid(self.vit(rgb))
+
+    model_dir = folder / REPO_ID.replace("/", "_")
+    model_dir.mkdir(parents=True)
+    torch.onnx.export(
+        Tagger().eval(),
+        (torch.rand(1, 448, 448, 3) * 255,),
+        str(model_dir / "model.onnx"),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        opset_version=17,
+    )
+    with (model_dir / "selected_tags.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["tag_id", "name", "category", "count"])
+        names = ["general", "sensitive", "questionable", "explicit"]
+        names += [f"tag_{i:05d}" for i in range(GENERAL)] + [f"character_{i:04d}_(series)" for i in range(CHARACTERS)]
+        for i, name in enumerate(names):
+            category = 9 if i < RATINGS else (0 if i < RATINGS + GENERAL else 4)
+            writer.writerow([i, name, category, 1000])
+
+
+def build_images(folder: Path, count: int) -> None:
+    """`count` illustration-like images of mixed sizes and formats: gradients, shapes, strokes, grain."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(0)
+    noise = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        width, height = SIZES[i % len(SIZES)]
+        top, bottom = (rng.randrange(256) for _ in range(2)), (rng.randrange(256) for _ in range(2))
+        ramp = np.linspace(0, 1, height)[:, None, None]
+        start = np.array([*top, rng.randrange(256)])
+        end = np.array([*bottom, rng.randrange(256)])
+        pixels = (start + (end - start) * ramp) * np.ones((1, width, 1))
+        image = Image.fromarray(pixels.astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(40):
+            x, y = rng.randrange(width), rng.randrange(height)
+            r = rng.randrange(10, max(11, width // 4))
+            fill = tuple(rng.randrange(256) for _ in range(3))
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=(0, 0, 0), width=3)
+        for _ in range(60):
+            draw.line([(rng.randrange(width), rng.randrange(height)) for _ in range(4)], fill=(20, 20, 20), width=2)
+        grain = noise.integers(-6, 7, (height, width, 3))
+        image = Image.fromarray(np.clip(np.asarray(image).astype(int) + grain, 0, 255).astype(np.uint8))
+        image.save(folder / f"{i:03d}.{FORMATS[i % len(FORMATS)]}", quality=92)
+
+
+def assets(count: int) -> Path:
+    key = hashlib.sha256(f"{ASSET_VERSION}-{count}-{Path(__file__).read_bytes().hex()[:0]}".encode()).hexdigest()
+    target = CACHE / f"tagger-bench-{key[:12]}"
+    if not target.is_dir():
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run([sys.executable, __file__, "--build", str(partial), "--images", str(count)], check=True)
+        partial.rename(target)
+    return target
+
+
+# ---- measurements --------------------------------------------------------------------------------
+
+
+def run_command(argv: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(argv)}\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def read_captions(folder: Path) -> dict[str, str]:
+    return {p.stem: p.read_text() for p in sorted(folder.glob("*.txt"))}
+
+
+def fresh_copy(images: Path, target: Path) -> Path:
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(images, target)
+    return target
+
+
+def bench_e2e(root: Path, work: Path, rounds: int, batch: int) -> dict[str, Any]:
+    models, images = root / "models", root / "images"
+    theirs_argv = [sys.executable, "finetune/tag_images_by_wd14_tagger.py", "--onnx", "--model_dir", str(models),
+                   "--repo_id", REPO_ID, "--batch_size", str(batch), "--general_threshold", "0.35",
+                   "--character_threshold", "0.85"]  # fmt: skip
+    ours_argv = [sys.executable, "-m", "kohya_wrap", "tag", "--model", str(models / REPO_ID.replace("/", "_")),
+                 "--batch-size", str(batch), "--general-threshold", "0.35", "--character-threshold", "0.85"]  # fmt: skip
+    times: dict[str, list[float]] = {"sd-scripts": [], "kohya-wrap": []}
+    captions: dict[str, dict[str, str]] = {}
+    for _ in range(rounds):
+        folder = fresh_copy(images, work / "theirs")
+        times["sd-scripts"].append(run_command([*theirs_argv, str(folder)], SD_SCRIPTS))
+        captions["sd-scripts"] = read_captions(folder)
+        folder = fresh_copy(images, work / "ours")
+        times["kohya-wrap"].append(run_command([*ours_argv, str(folder)], REPO))
+        captions["kohya-wrap"] = read_captions(folder)
+    theirs, ours = captions["sd-scripts"], captions["kohya-wrap"]
+    same = sum(theirs.get(stem) == text for stem, text in ours.items())
+    tag_counts = [len(t.split(", ")) for t in ours.values()]
+    return {
+        "times": times,
+        "speedup": statistics.median(times["sd-scripts"]) / statistics.median(times["kohya-wrap"]),
+        "identical": same,
+        "images": len(theirs),
+        "captions": len(ours),
+        "tags_per_image": statistics.mean(tag_counts) if tag_counts else 0,
+        "distinct_captions": len(set(ours.values())),
+        "theirs_argv": theirs_argv,
+        "ours_argv": ours_argv,
+    }
+
+
+def make_tagger(root: Path, batch: int, int8: bool = False) -> Any:
+    from kohya_wrap.tagger import Tagger, TagOptions, resolve_model
+
+    files = resolve_model(str(root / "models" / REPO_ID.replace("/", "_")))
+    return Tagger(files, TagOptions(), batch_size=batch, int8=int8)
+
+
+def pure_rate(tagger: Any, batches: list[Any]) -> float:
+    """Images per second of session.run alone on ready inputs, first call excluded."""
+    tagger.scores(batches[0])
+    start = time.perf_counter()
+    for batch in batches[1:]:
+        tagger.scores(batch)
+    return sum(len(b) for b in batches[1:]) / (time.perf_counter() - start)
+
+
+def pipeline_rate(tagger: Any, paths: list[Path]) -> float:
+    """Images per second of our whole pipeline (decode, preprocess, infer, decode tags) after the first batch."""
+    stamps = [time.perf_counter() for _ in tagger.tag(paths)]
+    first = tagger.batch_size
+    return (len(stamps) - first) / (stamps[-1] - stamps[first - 1])
+
+
+def batches_of(tagger: Any, paths: list[Path]) -> list[Any]:
+    import numpy as np
+
+    from kohya_wrap.tagger import preprocess
+
+    arrays = [preprocess(p, tagger.input_size) for p in paths]
+    size = tagger.batch_size
+    return [np.stack(arrays[i : i + size]) for i in range(0, len(arrays), size)]
+
+
+def bench_steady(root: Path, rounds: int, batch: int) -> dict[str, Any]:
+    paths = sorted((root / "images").iterdir())
+    tagger = make_tagger(root, batch)
+    batches = batches_of(tagger, paths)
+    pure, ours = [], []
+    for _ in range(rounds):
+        pure.append(pure_rate(tagger, batches))
+        ours.append(pipeline_rate(tagger, paths))
+    return {"pure": pure, "ours": ours, "ratio": statistics.median(ours) / statistics.median(pure)}
+
+
+def tag_sets(tagger: Any, batches: list[Any]) -> list[set[str]]:
+    return [set(tagger.decoder.decode(row)) for batch in batches for row in tagger.scores(batch)]
+
+
+def bench_int8(root: Path, rounds: int, batch: int, images: int) -> dict[str, Any]:
+    from kohya_wrap.tagger import quantized_model
+
+    model = root / "models" / REPO_ID.replace("/", "_") / "model.onnx"
+    start = time.perf_counter()
+    fresh = not model.with_name("model.int8.onnx").is_file()
+    quantized_model(model)
+    quantize_s = time.perf_counter() - start
+    paths = sorted((root / "images").iterdir())
+    fp32, int8 = make_tagger(root, batch), make_tagger(root, batch, int8=True)
+    batches = batches_of(fp32, paths[:images])
+    rates: dict[str, list[float]] = {"fp32": [], "int8": []}
+    for _ in range(rounds):
+        rates["fp32"].append(pure_rate(fp32, batches))
+        rates["int8"].append(pure_rate(int8, batches))
+    all_batches = batches_of(fp32, paths)
+    reference, quantized = tag_sets(fp32, all_batches), tag_sets(int8, all_batches)
+    jaccard = [len(a & b) / len(a | b) if a | b else 1.0 for a, b in zip(reference, quantized, strict=True)]
+    kept = sum(len(a & b) for a, b in zip(reference, quantized, strict=True))
+    return {
+        "rates": rates,
+        "speedup": statistics.median(rates["int8"]) / statistics.median(rates["fp32"]),
+        "quantize_s": quantize_s if fresh else None,
+        "jaccard": statistics.mean(jaccard),
+        "recall": kept / max(1, sum(len(a) for a in reference)),
+        "precision": kept / max(1, sum(len(b) for b in quantized)),
+        "identical": sum(a == b for a, b in zip(reference, quantized, strict=True)),
+        "images": len(reference),
+    }
+
+
+def synthetic_captions(count: int) -> list[str]:
+    """`count` captions: 8 traits in ~90 % of them plus ~22 of 5,000 tags with Zipf-like frequencies."""
+    rng = random.Random(1)
+    vocabulary = [f"tag_{i}" for i in range(5000)]
+    weights = [1 / (i + 1) for i in range(len(vocabulary))]
+    traits = ["green_hair", "suspenders", "green_shorts", "short_sleeves", "shirt", "shorts", "1boy", "solo"]
+    captions = []
+    for _ in range(count):
+        tags = ["zdm"] + [t for t in traits if rng.random() < 0.9] + rng.choices(vocabulary, weights, k=22)
+        captions.append(", ".join(tags))
+    return captions
+
+
+def bench_captions(rounds: int) -> dict[str, Any]:
+    from kohya_wrap.captions import parse_caption, propose_prune, tag_stats
+
+    texts = synthetic_captions(100_000)
+    parsed = [parse_caption(t) for t in texts]
+    pure, with_parse = [], []
+    proposed: tuple[str, ...] = ()
+    for _ in range(max(3, rounds)):
+        start = time.perf_counter()
+        proposed = propose_prune(tag_stats(parsed), trigger="zdm")
+        pure.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        propose_prune(tag_stats(parse_caption(t) for t in texts), trigger="zdm")
+        with_parse.append(time.perf_counter() - start)
+    return {"stats_prune_s": min(pure), "parse_stats_prune_s": min(with_parse), "proposed": proposed}
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+
+def verdict(value: float, goal: float, higher_is_better: bool = True) -> str:
+    met = value >= goal if higher_is_better else value <= goal
+    return "yes" if met else "**NO**"
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> str:
+    cpu = os.cpu_count()
+    lines = ["# WD14 tagger benchmark", "",
+             f"Machine: {cpu} CPU cores, no GPU. Command: `python bench/tagger_bench.py --rounds {args.rounds} "
+             f"--images {args.images} --batch-size {args.batch_size}`. Model: random ViT-B/16, 448 px, 10,861 "
+             "outputs, NHWC BGR (wd-vit-tagger-v3's shape); images: synthetic illustrations of mixed sizes "
+             "(512² to 2000×3000) and formats (PNG, JPEG, WebP).", ""]  # fmt: skip
+    if "e2e" in results:
+        e = results["e2e"]
+        t, o = e["times"]["sd-scripts"], e["times"]["kohya-wrap"]
+        lines += [
+            f"## End to end ({e['images']} images, start-up included, {args.rounds} interleaved rounds)", "",
+            "| command | runs (s) | median (s) |", "|---|---|---|",
+            f"| sd-scripts `{' '.join(e['theirs_argv'][1:])} DIR` | {', '.join(f'{x:.1f}' for x in t)} | "
+            f"{statistics.median(t):.1f} |",
+            f"| kohya-wrap `{' '.join(e['ours_argv'][3:])} DIR` | {', '.join(f'{x:.1f}' for x in o)} | "
+            f"{statistics.median(o):.1f} |", "",
+            f"Speed-up: **{e['speedup']:.2f}×** (goal ≥ {GOALS['e2e']}×: {verdict(e['speedup'], GOALS['e2e'])}). "
+            f"Identical captions: **{e['identical']}/{e['images']}** ({e['tags_per_image']:.1f} tags per image, "
+            f"{e['distinct_captions']} distinct captions).", "",
+        ]  # fmt: skip
+    if "steady" in results:
+        s = results["steady"]
+        lines += [
+            "## Steady state (in one process, first batch excluded)", "",
+            f"- bare `session.run` on pre-decoded inputs: {', '.join(f'{x:.2f}' for x in s['pure'])} images/s",
+            f"- our pipeline (decode + preprocess in a thread, inference, tag decoding): "
+            f"{', '.join(f'{x:.2f}' for x in s['ours'])} images/s",
+            f"- ratio of medians: **{s['ratio']:.3f}** (goal ≥ {GOALS['steady']}: "
+            f"{verdict(s['ratio'], GOALS['steady'])})", "",
+        ]  # fmt: skip
+    if "int8" in results:
+        q = results["int8"]
+        made = f"{q['quantize_s']:.1f} s once" if q["quantize_s"] is not None else "cached"
+        lines += [
+            "## int8 (dynamic quantisation of MatMul/Gemm, `--int8`)", "",
+            f"- fp32 `session.run`: {', '.join(f'{x:.2f}' for x in q['rates']['fp32'])} images/s; int8: "
+            f"{', '.join(f'{x:.2f}' for x in q['rates']['int8'])} images/s",
+            f"- speed-up: **{q['speedup']:.2f}×** (goal ≥ {GOALS['int8']}×: {verdict(q['speedup'], GOALS['int8'])});"
+            f" quantising: {made}",
+            f"- tags vs fp32 over {q['images']} images: mean Jaccard {q['jaccard']:.3f}, recall {q['recall']:.3f}, "
+            f"precision {q['precision']:.3f}, identical tag sets {q['identical']}/{q['images']}", "",
+        ]  # fmt: skip
+    if "captions" in results:
+        c = results["captions"]
+        lines += [
+            "## Caption statistics and auto-prune (100,000 synthetic captions, ~30 tags each, best of 3)", "",
+            f"- `tag_stats` + `propose_prune` on parsed captions: **{c['stats_prune_s']:.3f} s** (goal ≤ "
+            f"{GOALS['captions_s']:g} s: {verdict(c['stats_prune_s'], GOALS['captions_s'], False)})",
+            f"- including parsing the caption text: {c['parse_stats_prune_s']:.3f} s",
+            f"- proposed: {', '.join(c['proposed'])}", "",
+        ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--only", default="e2e,steady,int8,captions")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build:
+        build_model(args.build / "models")
+        build_images(args.build / "images", args.images)
+        return
+    parts = set(args.only.split(","))
+    results: dict[str, Any] = {}
+    if "captions" in parts:
+        results["captions"] = bench_captions(args.rounds)
+    if parts - {"captions"}:
+        root = assets(args.images)
+        work = CACHE / "tagger-bench-work"
+        if "e2e" in parts:
+            results["e2e"] = bench_e2e(root, work, args.rounds, args.batch_size)
+        if "steady" in parts:
+            results["steady"] = bench_steady(root, args.rounds, args.batch_size)
+        if "int8" in parts:
+            results["int8"] = bench_int8(root, args.rounds, args.batch_size, min(16, args.images))
+        shutil.rmtree(work, ignore_errors=True)
+    text = report(results, args)
+    print(text)
+    print(json.dumps(results, default=str), file=sys.stderr)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

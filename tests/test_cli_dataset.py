@@ -1,0 +1,202 @@
+"""Tests for `kohya-wrap tag`, `tags` and `prepare`: SeaArt's dataset steps, end to end, through the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+from tagger_model import build_tagger_model, quadrant_image
+
+from kohya_wrap.captions import BACKUP_DIR
+from kohya_wrap.cli import main
+
+WHITE, BLACK, RED, GREEN, BLUE = (255, 255, 255), (0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)
+# SeaArt's walkthrough: 7 images of one character (here Zundamon: the top half of each image), in a
+# kohya-style folder. Her look is in every image, her shirt only where the top-right quadrant is white;
+# pose and background (the bottom half) vary.
+WALKTHROUGH = {
+    "01.png": (WHITE, WHITE, BLUE, GREEN),
+    "02.png": (WHITE, WHITE, BLUE, BLUE),
+    "03.png": (WHITE, RED, GREEN, GREEN),
+    "04.png": (WHITE, WHITE, RED, BLUE),
+    "05.png": (WHITE, RED, BLUE, RED),
+    "06.png": (WHITE, WHITE, GREEN, GREEN),
+    "07.bmp": (WHITE, WHITE, BLUE, (255, 255, 0)),
+}
+CHARACTER_TAGS = ["green_hair", "green_sailor_collar", "green_shorts", "shorts", "suspender_shorts", "suspenders",
+                  "zundamon", "green_footwear", "shirt", "short_sleeves"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tagger_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def walkthrough(tmp_path: Path) -> Path:
+    folder = tmp_path / "20_zdm 1boy"
+    folder.mkdir()
+    for name, quadrants in WALKTHROUGH.items():
+        quadrant_image(folder / name, *quadrants, size=96)
+    return folder
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def captions(folder: Path) -> dict[str, str]:
+    return {p.stem: p.read_text() for p in sorted(folder.glob("*.txt"))}
+
+
+def test_walkthrough_from_raw_images_to_pruned_captions(walkthrough: Path, model: Path) -> None:
+    tagged = run("tag", walkthrough, "--model", model, "--trigger", "zdm")
+    assert tagged.exit_code == 0, tagged.output
+    assert f"{walkthrough}: 7 captions written, 0 images kept their caption" in tagged.stdout
+    assert tagged.stderr.startswith("20_zdm 1boy: tagging 7 images\n20_zdm 1boy: tagged 1/7 (")
+    raw = captions(walkthrough)
+    assert raw["01"] == ("zdm, green_hair, green_sailor_collar, suspenders, suspender_shorts, green_shorts, shorts, "
+                         "short_sleeves, shirt, green_footwear, 1boy, standing, simple_background, zundamon\n")  # fmt: skip
+    assert all(text.startswith("zdm, ") for text in raw.values())
+
+    dry = run("tags", walkthrough, "--auto-prune", "--trigger", "zdm")
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stdout.splitlines()
+    assert lines[:4] == ["7 captioned images in " + str(walkthrough), "images  share  tag",
+                         "     7   100%  1boy", "     7   100%  green_hair"]  # fmt: skip
+    assert "     5    71%  shirt" in lines and "     4    57%  simple_background" in lines
+    assert (f"auto-prune: 10 tags in at least 60% of the images and not in the keep-list: "
+            f"{', '.join(CHARACTER_TAGS)}") in lines  # fmt: skip
+    assert lines[-1] == (f"dry run: 7 of 7 captions would change; add --apply to write them (the originals are "
+                         f"backed up in {walkthrough}/.kohya_wrap-backup/)")  # fmt: skip
+    assert captions(walkthrough) == raw
+
+    applied = run("tags", walkthrough, "--auto-prune", "--trigger", "zdm", "--apply")
+    assert applied.exit_code == 0, applied.output
+    pruned = captions(walkthrough)
+    assert pruned == {
+        "01": "zdm, 1boy, standing, simple_background\n",
+        "02": "zdm, 1boy, standing, outdoors\n",
+        "03": "zdm, 1boy, sitting, simple_background\n",
+        "04": "zdm, 1boy, smile, outdoors, ^_^\n",
+        "05": "zdm, 1boy, standing, holding_flower\n",
+        "06": "zdm, 1boy, sitting, simple_background\n",
+        "07": "zdm, 1boy, standing, simple_background, holding_flower\n",
+    }
+    (backup,) = (walkthrough / BACKUP_DIR).iterdir()
+    assert captions(backup) == raw
+    assert applied.stdout.splitlines()[-1] == f"changed 7 captions; originals backed up in {backup}"
+
+
+def test_prepare_runs_the_config_steps(walkthrough: Path, model: Path, tmp_path: Path) -> None:
+    config = tmp_path / "zdm.toml"
+    config.write_text(f"""
+[model]
+family = "sd15"
+base = "model.safetensors"
+
+[dataset]
+dirs = [{{ path = "{walkthrough.name}" }}]
+crop = "focus"
+crop_size = 64
+
+[tagging]
+model = "{model}"
+trigger_word = "zdm"
+remove_tags = ["holding_flower"]
+replace_tags = {{ simple_background = "white_background" }}
+auto_prune = true
+""")
+    before = sorted(p.name for p in walkthrough.iterdir())
+    done = run("prepare", config)
+    assert done.exit_code == 0, done.output
+    prepared = tmp_path / "prepared" / walkthrough.name
+    assert sorted(p.name for p in walkthrough.iterdir()) == before  # originals untouched, no captions added
+    assert {Image.open(p).size for p in prepared.glob("*.png")} == {(64, 64)}
+    assert captions(prepared)["01"] == "zdm, 1boy, standing, white_background\n"
+    assert captions(prepared)["07"] == "zdm, 1boy, standing, white_background\n"
+    out = done.stdout.splitlines()
+    assert f"auto-prune: {', '.join(CHARACTER_TAGS)} removed from 7 captions" in out
+    assert out[-1] == (f"dataset.dirs.0.path: the prepared images are in {prepared}; point the config at that "
+                       "folder to train on them")  # fmt: skip
+    again = run("prepare", config)
+    assert again.exit_code == 2
+    assert again.stderr == f"{prepared}: already exists; prepared images go into a new folder, so choose another one or delete it\n"  # fmt: skip
+
+
+def test_tag_with_crop_into_a_new_folder(walkthrough: Path, model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "square"
+    done = run("tag", walkthrough, "--model", model, "--crop", "center", "--crop-size", "64", "--out", out)
+    assert done.exit_code == 0, done.output
+    assert len(list(out.glob("*.png"))) == 7 and len(captions(out)) == 7
+    assert not list(walkthrough.glob("*.txt"))
+
+
+def test_existing_captions_are_kept_and_get_the_trigger(tmp_path: Path, model: Path) -> None:
+    quadrant_image(tmp_path / "a.png", BLACK, RED, BLACK, BLACK)
+    quadrant_image(tmp_path / "b.png", BLACK, RED, BLACK, BLACK)
+    (tmp_path / "b.txt").write_text("1boy, hand written\n")
+    done = run("tag", tmp_path, "--model", model, "--trigger", "zdm")
+    assert done.exit_code == 0, done.output
+    assert captions(tmp_path) == {"a": "zdm, 1boy\n", "b": "zdm, 1boy, hand written\n"}
+    assert "put 'zdm' first in 1 existing caption (originals backed up in" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tag", "{empty}"], "{empty}: no images (PNG, JPEG, WebP or BMP) in this folder"),
+        (["tag", "{images}", "--model", "{missing}"],
+         "tagging.model: '{missing}' is neither a folder with model.onnx and selected_tags.csv nor a hub id like "
+         "SmilingWolf/wd-vit-tagger-v3"),
+        (["tag", "{images}", "--model", "{model}", "--general-threshold", "1.5"],
+         "tagging.general_threshold: must be between 0 and 1 (exclusive), got 1.5"),
+        (["tag", "{images}", "--crop", "focus", "--crop-size", "512"],
+         "--crop focus: cropped copies go into a new folder; give --out DIR"),
+        (["tag", "{images}", "--crop-size", "512"], "--crop-size: only used with --crop center or --crop focus"),
+        (["tags", "{images}"], "{images}: no .txt captions; run `kohya-wrap tag {images}` first"),
+        (["tags", "{images}", "--replace", "a"], "{images}: no .txt captions; run `kohya-wrap tag {images}` first"),
+        (["prepare", "{missing}"], "config: file not found: {missing}"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, model: Path, args: list[str], message: str) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "images").mkdir()
+    quadrant_image(tmp_path / "images" / "a.png", BLACK, RED, BLACK, BLACK)
+    names = {"empty": tmp_path / "empty", "images": tmp_path / "images", "missing": tmp_path / "nope",
+             "model": model}  # fmt: skip
+    done = run(*[a.format(**names) for a in args])
+    assert done.exit_code == 2
+    assert done.stderr == message.format(**names) + "\n"
+
+
+def test_unreadable_images_are_named_after_the_others_are_tagged(tmp_path: Path, model: Path) -> None:
+    quadrant_image(tmp_path / "a.png", BLACK, RED, BLACK, BLACK)
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    done = run("tag", tmp_path, "--model", model)
+    assert done.exit_code == 2
+    assert captions(tmp_path) == {"a": "1boy\n"}
+    assert done.stderr.splitlines()[-1].startswith(f"{tmp_path / 'b.jpg'}: cannot read this image (")
+
+
+def test_tags_remove_and_replace(tmp_path: Path) -> None:
+    for stem, text in {"a": "zdm, green_hair, smile\n", "b": "zdm, green_hair\n", "c": "zdm, smile\n"}.items():
+        quadrant_image(tmp_path / f"{stem}.png", BLACK, BLACK, BLACK, BLACK, size=8)
+        (tmp_path / f"{stem}.txt").write_text(text)
+    done = run("tags", tmp_path, "--remove", "green hair", "--replace", "smile=grin", "--apply")
+    assert done.exit_code == 0, done.output
+    assert "remove green hair: 2 captions" in done.stdout and "replace smile → grin: 2 captions" in done.stdout
+    assert captions(tmp_path) == {"a": "zdm, grin\n", "b": "zdm\n", "c": "zdm, grin\n"}
+
+
+def test_help_imports_no_heavy_modules() -> None:
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom kohya_wrap.cli import main\n"
+            "for args in (['--help'], ['tag', '--help'], ['tags', '--help'], ['prepare', '--help']):\n"
+            "    assert CliRunner().invoke(main, args).exit_code == 0\n"
+            "print(sorted({'onnxruntime', 'PIL', 'numpy'} & set(sys.modules)))\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == "[]\n"
