@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -34,7 +35,6 @@ RATINGS, GENERAL, CHARACTERS = 4, 8400, 2457
 SIZES = [(512, 512), (768, 1024), (1024, 768), (1024, 1024), (832, 1216), (1216, 832), (1536, 1536),
          (2048, 1536), (1080, 1920), (640, 960), (900, 1200), (2000, 3000)]  # fmt: skip
 FORMATS = ["png", "jpg", "webp"]
-ASSET_VERSION = "1"
 GOALS = {"e2e": 1.2, "steady": 0.95, "int8": 2.5, "captions_s": 1.0}
 
 
@@ -97,10 +97,9 @@ def build_images(folder: Path, count: int) -> None:
     folder.mkdir(parents=True)
     for i in range(count):
         width, height = SIZES[i % len(SIZES)]
-        top, bottom = (rng.randrange(256) for _ in range(2)), (rng.randrange(256) for _ in range(2))
         ramp = np.linspace(0, 1, height)[:, None, None]
-        start = np.array([*top, rng.randrange(256)])
-        end = np.array([*bottom, rng.randrange(256)])
+        start = np.array([rng.randrange(256) for _ in range(3)])
+        end = np.array([rng.randrange(256) for _ in range(3)])
         pixels = (start + (end - start) * ramp) * np.ones((1, width, 1))
         image = Image.fromarray(pixels.astype(np.uint8))
         draw = ImageDraw.Draw(image)
@@ -116,15 +115,23 @@ def build_images(folder: Path, count: int) -> None:
         image.save(folder / f"{i:03d}.{FORMATS[i % len(FORMATS)]}", quality=92)
 
 
-def assets(count: int) -> Path:
-    key = hashlib.sha256(f"{ASSET_VERSION}-{count}-{Path(__file__).read_bytes().hex()[:0]}".encode()).hexdigest()
-    target = CACHE / f"tagger-bench-{key[:12]}"
+def cached(name: str, source: str, build_args: list[str]) -> Path:
+    """`.e2e-cache/<name>-<digest of source>`, built by this script's --build in a child process."""
+    target = CACHE / f"{name}-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
     if not target.is_dir():
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        subprocess.run([sys.executable, __file__, "--build", str(partial), "--images", str(count)], check=True)
+        subprocess.run([sys.executable, __file__, "--build", name, str(partial), *build_args], check=True)
         partial.rename(target)
     return target
+
+
+def assets(count: int) -> tuple[Path, Path]:
+    """(models folder, images folder); keyed by the builders' source, so editing them rebuilds."""
+    models = cached("tagger-bench-model", inspect.getsource(build_model), [])
+    images = cached("tagger-bench-images", inspect.getsource(build_images) + repr((SIZES, FORMATS, count)),
+                    ["--images", str(count)])  # fmt: skip
+    return models, images
 
 
 # ---- measurements --------------------------------------------------------------------------------
@@ -149,8 +156,7 @@ def fresh_copy(images: Path, target: Path) -> Path:
     return target
 
 
-def bench_e2e(root: Path, work: Path, rounds: int, batch: int) -> dict[str, Any]:
-    models, images = root / "models", root / "images"
+def bench_e2e(models: Path, images: Path, work: Path, rounds: int, batch: int) -> dict[str, Any]:
     theirs_argv = [sys.executable, "finetune/tag_images_by_wd14_tagger.py", "--onnx", "--model_dir", str(models),
                    "--repo_id", REPO_ID, "--batch_size", str(batch), "--general_threshold", "0.35",
                    "--character_threshold", "0.85"]  # fmt: skip
@@ -181,10 +187,10 @@ def bench_e2e(root: Path, work: Path, rounds: int, batch: int) -> dict[str, Any]
     }
 
 
-def make_tagger(root: Path, batch: int, int8: bool = False) -> Any:
+def make_tagger(models: Path, batch: int, int8: bool = False) -> Any:
     from kohya_wrap.tagger import Tagger, TagOptions, resolve_model
 
-    files = resolve_model(str(root / "models" / REPO_ID.replace("/", "_")))
+    files = resolve_model(str(models / REPO_ID.replace("/", "_")))
     return Tagger(files, TagOptions(), batch_size=batch, int8=int8)
 
 
@@ -214,9 +220,9 @@ def batches_of(tagger: Any, paths: list[Path]) -> list[Any]:
     return [np.stack(arrays[i : i + size]) for i in range(0, len(arrays), size)]
 
 
-def bench_steady(root: Path, rounds: int, batch: int) -> dict[str, Any]:
-    paths = sorted((root / "images").iterdir())
-    tagger = make_tagger(root, batch)
+def bench_steady(models: Path, images: Path, rounds: int, batch: int) -> dict[str, Any]:
+    paths = sorted(images.iterdir())
+    tagger = make_tagger(models, batch)
     batches = batches_of(tagger, paths)
     pure, ours = [], []
     for _ in range(rounds):
@@ -229,17 +235,17 @@ def tag_sets(tagger: Any, batches: list[Any]) -> list[set[str]]:
     return [set(tagger.decoder.decode(row)) for batch in batches for row in tagger.scores(batch)]
 
 
-def bench_int8(root: Path, rounds: int, batch: int, images: int) -> dict[str, Any]:
+def bench_int8(models: Path, images: Path, rounds: int, batch: int, timed: int) -> dict[str, Any]:
     from kohya_wrap.tagger import quantized_model
 
-    model = root / "models" / REPO_ID.replace("/", "_") / "model.onnx"
+    model = models / REPO_ID.replace("/", "_") / "model.onnx"
     start = time.perf_counter()
     fresh = not model.with_name("model.int8.onnx").is_file()
     quantized_model(model)
     quantize_s = time.perf_counter() - start
-    paths = sorted((root / "images").iterdir())
-    fp32, int8 = make_tagger(root, batch), make_tagger(root, batch, int8=True)
-    batches = batches_of(fp32, paths[:images])
+    paths = sorted(images.iterdir())
+    fp32, int8 = make_tagger(models, batch), make_tagger(models, batch, int8=True)
+    batches = batches_of(fp32, paths[:timed])
     rates: dict[str, list[float]] = {"fp32": [], "int8": []}
     for _ in range(rounds):
         rates["fp32"].append(pure_rate(fp32, batches))
@@ -360,25 +366,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--only", default="e2e,steady,int8,captions")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--build", nargs=2, metavar=("ASSET", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build:
-        build_model(args.build / "models")
-        build_images(args.build / "images", args.images)
+        name, folder = args.build
+        build_model(Path(folder)) if name == "tagger-bench-model" else build_images(Path(folder), args.images)
         return
     parts = set(args.only.split(","))
     results: dict[str, Any] = {}
     if "captions" in parts:
         results["captions"] = bench_captions(args.rounds)
     if parts - {"captions"}:
-        root = assets(args.images)
+        models, images = assets(args.images)
         work = CACHE / "tagger-bench-work"
         if "e2e" in parts:
-            results["e2e"] = bench_e2e(root, work, args.rounds, args.batch_size)
+            results["e2e"] = bench_e2e(models, images, work, args.rounds, args.batch_size)
         if "steady" in parts:
-            results["steady"] = bench_steady(root, args.rounds, args.batch_size)
+            results["steady"] = bench_steady(models, images, args.rounds, args.batch_size)
         if "int8" in parts:
-            results["int8"] = bench_int8(root, args.rounds, args.batch_size, min(16, args.images))
+            results["int8"] = bench_int8(models, images, args.rounds, args.batch_size, min(16, args.images))
         shutil.rmtree(work, ignore_errors=True)
     text = report(results, args)
     print(text)

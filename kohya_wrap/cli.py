@@ -178,21 +178,24 @@ def render(config: Path | None, overrides: tuple[str, ...], preset: str | None, 
 def train(config: Path | None, overrides: tuple[str, ...], preset: str | None, resume_dir: Path | None,
           dry_run: bool, json_lines: bool, verbose: bool) -> None:  # fmt: skip
     """Train a LoRA with sd-scripts: new run folder, live progress, per-epoch LoRAs, report."""
+    from kohya_wrap.doctor import model_file_problems
     from kohya_wrap.errors import ConfigError
+    from kohya_wrap.launch import require_script
     from kohya_wrap.layout import RunLayout
     from kohya_wrap.progress import make_view
     from kohya_wrap.runner import execute
     from kohya_wrap.runs import create_run
+    from kohya_wrap.sd_args import SCRIPT_BY_FAMILY
 
     if resume_dir is not None:
         if config is not None or overrides or preset:
             raise ConfigError("train: --resume continues a run with its own config; drop CONFIG, --set and --preset")
         layout = RunLayout(resume_dir.resolve())
-        execute(layout, make_view(json_lines, verbose), resume=True)
-        _finish_report(layout)
+        try:
+            execute(layout, make_view(json_lines, verbose), resume=True)
+        finally:
+            _finish_report(layout)
         return
-    from kohya_wrap.doctor import model_file_problems
-
     loaded = _load(config, overrides, preset)
     if problems := model_file_problems(loaded.config):
         raise ConfigError(*problems)
@@ -201,6 +204,7 @@ def train(config: Path | None, overrides: tuple[str, ...], preset: str | None, r
     if dry_run:
         _print_dry_run(loaded, plan)
         return
+    require_script(loaded.config, SCRIPT_BY_FAMILY[loaded.config.model.family])
     if not json_lines:
         _print_plan(loaded, plan)
     layout = create_run(loaded, plan)

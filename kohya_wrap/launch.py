@@ -57,13 +57,19 @@ def child_env() -> dict[str, str]:
     }
 
 
-def plan_training(cfg: Config, layout: RunLayout, script: str, resume_state: Path | None = None) -> LaunchPlan:
-    """The exact argv that trains this run: accelerate launch <script> with our rendered files."""
+def require_script(cfg: Config, script: str) -> Path:
+    """The sd-scripts checkout that has `script`, or one clear error before anything is written."""
     root = sd_scripts_dir(cfg)
     if not (root / script).is_file():
         where = "run.sd_scripts_dir" if cfg.run.sd_scripts_dir else "sd-scripts"
         raise SdScriptsError(f"{where}: no {script} in {root}; run `make setup` (it fetches the vendor/sd-scripts "
                              "submodule) or set run.sd_scripts_dir to an sd-scripts checkout")  # fmt: skip
+    return root
+
+
+def plan_training(cfg: Config, layout: RunLayout, script: str, resume_state: Path | None = None) -> LaunchPlan:
+    """The exact argv that trains this run: accelerate launch <script> with our rendered files."""
+    root = require_script(cfg, script)
     python = cfg.run.python or sys.executable
     argv = [
         python, "-m", "accelerate.commands.launch",

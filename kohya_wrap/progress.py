@@ -120,17 +120,17 @@ class PlainView:
         self.out = out
         self.verbose = verbose
         self._last_step_at = 0.0
-        self._last_share = -1.0
+        self._last_tenth = -1
 
     def _print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
 
     def event(self, event: ev.Event) -> None:
         if isinstance(event, ev.Step):
-            share = event.step / event.total if event.total else 0.0
+            tenth = event.step * 10 // event.total if event.total else 0
             now = time.monotonic()
-            if share - self._last_share >= 0.1 or now - self._last_step_at >= 30 or event.step == event.total:
-                self._last_share, self._last_step_at = share, now
+            if tenth != self._last_tenth or now - self._last_step_at >= 30 or event.step == event.total:
+                self._last_tenth, self._last_step_at = tenth, now
                 loss = "-" if event.loss is None else f"{event.loss:.4g}"
                 self._print(f"step {event.step}/{event.total} loss {loss} {fmt_rate(event.rate)} "
                             f"ETA {fmt_seconds(event.eta_s)}")  # fmt: skip

@@ -136,10 +136,17 @@ class EventSink:
 
 def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, resume: bool = False) -> RunRecord:
     """Launch the rendered run in `layout`, follow it to the end and record the outcome in run.json."""
-    record = read_record(layout)
-    cfg = validate(_read_config(layout))
-    point = find_resume_point(layout, cfg.output_name) if resume else None
-    plan = launch.plan_training(cfg, layout, record.script, point.state_dir if point else None)
+    try:
+        record = read_record(layout)
+        if resume and record.status == "finished":
+            raise RunError(f"resume: {layout.root} already finished all {record.epochs} epochs; start a new run "
+                           "to train longer")  # fmt: skip
+        cfg = validate(_read_config(layout))
+        point = find_resume_point(layout, cfg.output_name) if resume else None
+        plan = launch.plan_training(cfg, layout, record.script, point.state_dir if point else None)
+    except BaseException:
+        view.close()
+        raise
     if resume and point is not None:
         view.note(f"resuming from {point.state_dir.name} (epoch {point.epoch}, step {point.step})")
     with layout.command.open("a", encoding="utf-8") as handle:
@@ -151,8 +158,8 @@ def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, 
         resumed_from=str(point.state_dir) if point else record.resumed_from,
     )  # fmt: skip
     steps_per_epoch = record.total_steps // max(record.epochs, 1)
-    sink = EventSink(layout, view, LogParser(record.script), point.epoch * steps_per_epoch if point else 0, record.total_steps,
-                     cfg.run.stop_on_nan)  # fmt: skip
+    offset = point.epoch * steps_per_epoch if point else 0
+    sink = EventSink(layout, view, LogParser(record.script), offset, record.total_steps, cfg.run.stop_on_nan)
 
     def attach(child: launch.Child) -> None:
         sink.child = child

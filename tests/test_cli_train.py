@@ -1,0 +1,132 @@
+"""`train`, `runs`, `outputs` and `doctor` through the command line (fast: fake sd-scripts, no models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from kohya_wrap.cli import main
+
+HERE = Path(__file__).parent
+SIMPLE = os.pathsep.join(
+    str(HERE / "fixtures" / "logs" / f"sd15_accelerate_console_log_simple.{s}.txt") for s in ("stdout", "stderr")
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    sd = tmp_path / "sd-scripts"
+    sd.mkdir()
+    (sd / "train_network.py").write_text("")
+    wrapper = tmp_path / "fake-python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "fake_sd" / "replay.py"}" "$@"\n')
+    wrapper.chmod(0o755)
+    images = tmp_path / "5_zdm"
+    images.mkdir()
+    for i in range(4):
+        Image.new("RGB", (64, 64)).save(images / f"{i}.png")
+        (images / f"{i}.txt").write_text("zdm, 1boy")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "lora.toml").write_text(f"""
+[model]
+family = "sd15"
+base = "model"
+[dataset]
+dirs = [{{ path = "5_zdm" }}]
+resolution = 64
+enable_bucket = false
+[optimizer]
+type = "AdamW"
+[training]
+epochs = 2
+batch_size = 1
+[save]
+output_name = "e2e_lora"
+[run]
+runs_dir = "runs"
+sd_scripts_dir = "sd-scripts"
+python = "{wrapper}"
+""")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FAKE_SD_LOG", SIMPLE)
+    return tmp_path
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_dry_run_prints_plan_and_files_and_writes_nothing(project: Path) -> None:
+    code, out, err = invoke("train", "lora.toml", "--dry-run")
+    assert code == 0, err
+    assert "steps: 20 per epoch × 2 epochs = 40" in out
+    assert "--- " in out and "train.toml" in out and "dataset.toml" in out and "accelerate.yaml" in out
+    assert "accelerate.commands.launch" in out and "--dataset_config" in out
+    assert not (project / "runs").exists()
+
+
+def test_train_then_runs_and_outputs(project: Path) -> None:
+    code, out, err = invoke("train", "lora.toml")
+    assert code == 0, out + err
+    (run,) = (project / "runs").iterdir()
+    assert run.name.startswith("e2e_lora-")
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert "saved LoRA (epoch 1)" in out
+    code, out, _ = invoke("runs")
+    assert code == 0 and run.name in out and "finished" in out
+    code, out, _ = invoke("outputs", str(run))
+    assert code == 0
+    assert out.splitlines()[0].split()[:2] == ["epoch", "1"]
+    assert "output/e2e_lora.safetensors  (final)" in out
+
+
+def test_train_failure_exits_1_with_hint(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    logs = HERE / "fixtures" / "logs" / "failures"
+    monkeypatch.setenv("FAKE_SD_LOG", os.pathsep.join(str(logs / f"constant_warmup.{s}.txt") for s in ("stdout", "stderr")))
+    monkeypatch.setenv("FAKE_SD_EXIT", "1")
+    code, _, err = invoke("train", "lora.toml")
+    assert code == 1
+    lines = err.splitlines()
+    assert lines[0].startswith("training failed: ")
+    assert lines[1].startswith("fix: ")
+
+
+def test_resume_refuses_a_config(project: Path) -> None:
+    code, _, err = invoke("train", "lora.toml", "--resume", "runs/x")
+    assert code == 2
+    assert err.strip() == "train: --resume continues a run with its own config; drop CONFIG, --set and --preset"
+
+
+def test_resume_of_a_folder_that_is_no_run(project: Path) -> None:
+    code, _, err = invoke("train", "--resume", "nowhere")
+    assert code == 2
+    assert err.strip() == f"run: {project / 'nowhere'} is not a run folder (no run.json)"
+
+
+def test_missing_sd_scripts_is_one_line(project: Path) -> None:
+    code, _, err = invoke("train", "lora.toml", "--set", "run.sd_scripts_dir=elsewhere")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"run.sd_scripts_dir: no train_network.py in {project / 'elsewhere'}; run `make setup` (it fetches the "
+        "vendor/sd-scripts submodule) or set run.sd_scripts_dir to an sd-scripts checkout"
+    )
+    assert not (project / "runs").exists()
+
+
+def test_runs_without_runs(project: Path) -> None:
+    assert invoke("runs") == (0, "no runs in runs\n", "")
+
+
+def test_resume_of_a_finished_run_is_refused(project: Path) -> None:
+    assert invoke("train", "lora.toml")[0] == 0
+    (run,) = (project / "runs").iterdir()
+    code, _, err = invoke("train", "--resume", str(run))
+    assert code == 2
+    assert err.strip() == f"resume: {run} already finished all 2 epochs; start a new run to train longer"
