@@ -32,8 +32,20 @@ CACHE = REPO / ".e2e-cache"
 REPO_ID = "local/wd-vit-bench"  # sd-scripts looks for <model_dir>/local_wd-vit-bench
 # wd-vit-tagger-v3's label counts: 4 ratings, 8,400 general and 2,457 character tags.
 RATINGS, GENERAL, CHARACTERS = 4, 8400, 2457
-SIZES = [(512, 512), (768, 1024), (1024, 768), (1024, 1024), (832, 1216), (1216, 832), (1536, 1536),
-         (2048, 1536), (1080, 1920), (640, 960), (900, 1200), (2000, 3000)]  # fmt: skip
+SIZES = [
+    (512, 512),
+    (768, 1024),
+    (1024, 768),
+    (1024, 1024),
+    (832, 1216),
+    (1216, 832),
+    (1536, 1536),
+    (2048, 1536),
+    (1080, 1920),
+    (640, 960),
+    (900, 1200),
+    (2000, 3000),
+]
 FORMATS = ["png", "jpg", "webp"]
 GOALS = {"e2e": 1.2, "steady": 0.95, "int8": 2.5, "captions_s": 1.0}
 
@@ -81,7 +93,9 @@ def build_model(folder: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["tag_id", "name", "category", "count"])
         names = ["general", "sensitive", "questionable", "explicit"]
-        names += [f"tag_{i:05d}" for i in range(GENERAL)] + [f"character_{i:04d}_(series)" for i in range(CHARACTERS)]
+        names += [f"tag_{i:05d}" for i in range(GENERAL)] + [
+            f"character_{i:04d}_(series)" for i in range(CHARACTERS)
+        ]
         for i, name in enumerate(names):
             category = 9 if i < RATINGS else (0 if i < RATINGS + GENERAL else 4)
             writer.writerow([i, name, category, 1000])
@@ -109,7 +123,9 @@ def build_images(folder: Path, count: int) -> None:
             fill = tuple(rng.randrange(256) for _ in range(3))
             draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=(0, 0, 0), width=3)
         for _ in range(60):
-            draw.line([(rng.randrange(width), rng.randrange(height)) for _ in range(4)], fill=(20, 20, 20), width=2)
+            draw.line(
+                [(rng.randrange(width), rng.randrange(height)) for _ in range(4)], fill=(20, 20, 20), width=2
+            )
         grain = noise.integers(-6, 7, (height, width, 3))
         image = Image.fromarray(np.clip(np.asarray(image).astype(int) + grain, 0, 255).astype(np.uint8))
         image.save(folder / f"{i:03d}.{FORMATS[i % len(FORMATS)]}", quality=92)
@@ -129,8 +145,11 @@ def cached(name: str, source: str, build_args: list[str]) -> Path:
 def assets(count: int) -> tuple[Path, Path]:
     """(models folder, images folder); keyed by the builders' source, so editing them rebuilds."""
     models = cached("tagger-bench-model", inspect.getsource(build_model), [])
-    images = cached("tagger-bench-images", inspect.getsource(build_images) + repr((SIZES, FORMATS, count)),
-                    ["--images", str(count)])  # fmt: skip
+    images = cached(
+        "tagger-bench-images",
+        inspect.getsource(build_images) + repr((SIZES, FORMATS, count)),
+        ["--images", str(count)],
+    )
     return models, images
 
 
@@ -157,11 +176,35 @@ def fresh_copy(images: Path, target: Path) -> Path:
 
 
 def bench_e2e(models: Path, images: Path, work: Path, rounds: int, batch: int) -> dict[str, Any]:
-    theirs_argv = [sys.executable, "finetune/tag_images_by_wd14_tagger.py", "--onnx", "--model_dir", str(models),
-                   "--repo_id", REPO_ID, "--batch_size", str(batch), "--general_threshold", "0.35",
-                   "--character_threshold", "0.85"]  # fmt: skip
-    ours_argv = [sys.executable, "-m", "kohya_wrap", "tag", "--model", str(models / REPO_ID.replace("/", "_")),
-                 "--batch-size", str(batch), "--general-threshold", "0.35", "--character-threshold", "0.85"]  # fmt: skip
+    theirs_argv = [
+        sys.executable,
+        "finetune/tag_images_by_wd14_tagger.py",
+        "--onnx",
+        "--model_dir",
+        str(models),
+        "--repo_id",
+        REPO_ID,
+        "--batch_size",
+        str(batch),
+        "--general_threshold",
+        "0.35",
+        "--character_threshold",
+        "0.85",
+    ]
+    ours_argv = [
+        sys.executable,
+        "-m",
+        "kohya_wrap",
+        "tag",
+        "--model",
+        str(models / REPO_ID.replace("/", "_")),
+        "--batch-size",
+        str(batch),
+        "--general-threshold",
+        "0.35",
+        "--character-threshold",
+        "0.85",
+    ]
     times: dict[str, list[float]] = {"sd-scripts": [], "kohya-wrap": []}
     captions: dict[str, dict[str, str]] = {}
     for _ in range(rounds):
@@ -204,7 +247,7 @@ def pure_rate(tagger: Any, batches: list[Any]) -> float:
 
 
 def pipeline_rate(tagger: Any, paths: list[Path]) -> float:
-    """Images per second of our whole pipeline (decode, preprocess, infer, decode tags) after the first batch."""
+    """Images per second of our whole pipeline (decode, preprocess, infer, tags), first batch excluded."""
     stamps = [time.perf_counter() for _ in tagger.tag(paths)]
     first = tagger.batch_size
     return (len(stamps) - first) / (stamps[-1] - stamps[first - 1])
@@ -299,6 +342,15 @@ def bench_captions(rounds: int) -> dict[str, Any]:
 # ---- report --------------------------------------------------------------------------------------
 
 
+def shown(argv: list[str]) -> str:
+    """A command as the report shows it: `python`, paths relative to the repository."""
+    return " ".join(["python", *(a.replace(f"{REPO}/", "") for a in argv[1:])])
+
+
+def listed(values: list[float], digits: int = 2) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
 def verdict(value: float, goal: float, higher_is_better: bool = True) -> str:
     met = value >= goal if higher_is_better else value <= goal
     return "yes" if met else "**NO**"
@@ -306,56 +358,71 @@ def verdict(value: float, goal: float, higher_is_better: bool = True) -> str:
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     cpu = os.cpu_count()
-    lines = ["# WD14 tagger benchmark", "",
-             f"Machine: {cpu} CPU cores, no GPU. Command: `python bench/tagger_bench.py --rounds {args.rounds} "
-             f"--images {args.images} --batch-size {args.batch_size}`. Model: random ViT-B/16, 448 px, 10,861 "
-             "outputs, NHWC BGR (wd-vit-tagger-v3's shape); images: synthetic illustrations of mixed sizes "
-             "(512² to 2000×3000) and formats (PNG, JPEG, WebP).", ""]  # fmt: skip
+    lines = [
+        "# WD14 tagger benchmark",
+        "",
+        f"Machine: {cpu} CPU cores, no GPU. Command: `python bench/tagger_bench.py --rounds {args.rounds} "
+        f"--images {args.images} --batch-size {args.batch_size}`. Model: random ViT-B/16, 448 px, 10,861 "
+        "outputs, NHWC BGR (wd-vit-tagger-v3's shape); images: synthetic illustrations of mixed sizes "
+        "(512² to 2000×3000) and formats (PNG, JPEG, WebP).",
+        "",
+    ]
     if "e2e" in results:
         e = results["e2e"]
         t, o = e["times"]["sd-scripts"], e["times"]["kohya-wrap"]
         lines += [
-            f"## End to end ({e['images']} images, start-up included, {args.rounds} interleaved rounds)", "",
-            "| command | runs (s) | median (s) |", "|---|---|---|",
-            f"| sd-scripts `{' '.join(e['theirs_argv'][1:])} DIR` | {', '.join(f'{x:.1f}' for x in t)} | "
+            f"## End to end ({e['images']} images, start-up included, {args.rounds} interleaved rounds)",
+            "",
+            "| command | runs (s) | median (s) |",
+            "|---|---|---|",
+            f"| sd-scripts (cwd vendor/sd-scripts): `{shown(e['theirs_argv'])} DIR` | {listed(t, 1)} | "
             f"{statistics.median(t):.1f} |",
-            f"| kohya-wrap `{' '.join(e['ours_argv'][3:])} DIR` | {', '.join(f'{x:.1f}' for x in o)} | "
-            f"{statistics.median(o):.1f} |", "",
-            f"Speed-up: **{e['speedup']:.2f}×** (goal ≥ {GOALS['e2e']}×: {verdict(e['speedup'], GOALS['e2e'])}). "
-            f"Identical captions: **{e['identical']}/{e['images']}** ({e['tags_per_image']:.1f} tags per image, "
-            f"{e['distinct_captions']} distinct captions).", "",
-        ]  # fmt: skip
+            f"| kohya-wrap: `{shown(e['ours_argv'])} DIR` | {listed(o, 1)} | {statistics.median(o):.1f} |",
+            "",
+            f"Speed-up: **{e['speedup']:.2f}×** (goal ≥ {GOALS['e2e']}×: "
+            f"{verdict(e['speedup'], GOALS['e2e'])}). "
+            f"Identical captions: **{e['identical']}/{e['images']}** ({e['tags_per_image']:.1f} tags per "
+            f"image, {e['distinct_captions']} distinct captions).",
+            "",
+        ]
     if "steady" in results:
         s = results["steady"]
         lines += [
-            "## Steady state (in one process, first batch excluded)", "",
-            f"- bare `session.run` on pre-decoded inputs: {', '.join(f'{x:.2f}' for x in s['pure'])} images/s",
-            f"- our pipeline (decode + preprocess in a thread, inference, tag decoding): "
-            f"{', '.join(f'{x:.2f}' for x in s['ours'])} images/s",
+            "## Steady state (in one process, first batch excluded)",
+            "",
+            f"- bare `session.run` on pre-decoded inputs: {listed(s['pure'])} images/s",
+            f"- our pipeline (decode + preprocess in a thread, inference, tag decoding): {listed(s['ours'])} "
+            "images/s",
             f"- ratio of medians: **{s['ratio']:.3f}** (goal ≥ {GOALS['steady']}: "
-            f"{verdict(s['ratio'], GOALS['steady'])})", "",
-        ]  # fmt: skip
+            f"{verdict(s['ratio'], GOALS['steady'])})",
+            "",
+        ]
     if "int8" in results:
         q = results["int8"]
         made = f"{q['quantize_s']:.1f} s once" if q["quantize_s"] is not None else "cached"
         lines += [
-            "## int8 (dynamic quantisation of MatMul/Gemm, `--int8`)", "",
-            f"- fp32 `session.run`: {', '.join(f'{x:.2f}' for x in q['rates']['fp32'])} images/s; int8: "
-            f"{', '.join(f'{x:.2f}' for x in q['rates']['int8'])} images/s",
-            f"- speed-up: **{q['speedup']:.2f}×** (goal ≥ {GOALS['int8']}×: {verdict(q['speedup'], GOALS['int8'])});"
-            f" quantising: {made}",
-            f"- tags vs fp32 over {q['images']} images: mean Jaccard {q['jaccard']:.3f}, recall {q['recall']:.3f}, "
-            f"precision {q['precision']:.3f}, identical tag sets {q['identical']}/{q['images']}", "",
-        ]  # fmt: skip
+            "## int8 (dynamic quantisation of MatMul/Gemm, `--int8`)",
+            "",
+            f"- fp32 `session.run`: {listed(q['rates']['fp32'])} images/s; "
+            f"int8: {listed(q['rates']['int8'])} images/s",
+            f"- speed-up: **{q['speedup']:.2f}×** (goal ≥ {GOALS['int8']}×: "
+            f"{verdict(q['speedup'], GOALS['int8'])}); quantising: {made}",
+            f"- tags vs fp32 over {q['images']} images: mean Jaccard {q['jaccard']:.3f}, recall "
+            f"{q['recall']:.3f}, precision {q['precision']:.3f}, identical tag sets "
+            f"{q['identical']}/{q['images']}",
+            "",
+        ]
     if "captions" in results:
         c = results["captions"]
         lines += [
-            "## Caption statistics and auto-prune (100,000 synthetic captions, ~30 tags each, best of 3)", "",
+            "## Caption statistics and auto-prune (100,000 synthetic captions, ~30 tags each, best of 3)",
+            "",
             f"- `tag_stats` + `propose_prune` on parsed captions: **{c['stats_prune_s']:.3f} s** (goal ≤ "
             f"{GOALS['captions_s']:g} s: {verdict(c['stats_prune_s'], GOALS['captions_s'], False)})",
             f"- including parsing the caption text: {c['parse_stats_prune_s']:.3f} s",
-            f"- proposed: {', '.join(c['proposed'])}", "",
-        ]  # fmt: skip
+            f"- proposed: {', '.join(c['proposed'])}",
+            "",
+        ]
     return "\n".join(lines)
 
 

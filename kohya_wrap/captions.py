@@ -25,12 +25,13 @@ MIN_IMAGES_TO_PRUNE = 3
 # Tags that describe the picture, not the character: frequent in any dataset, yet worth keeping
 # because prompts use them and removing them would teach the trigger word "solo" or "smile".
 DEFAULT_KEEP = frozenset({
-    "1girl", "1boy", "2girls", "2boys", "multiple_girls", "multiple_boys", "solo", "solo_focus",
+    "1girl", "1boy", "2girls", "2boys", "multiple_girls", "multiple_boys", "solo", "solo_focus", "male_focus",
     "looking_at_viewer", "simple_background", "white_background", "grey_background", "transparent_background",
     "smile", "open_mouth", "closed_mouth", "blush", "standing", "sitting", "full_body", "upper_body",
     "cowboy_shot", "portrait", "close-up", "outdoors", "indoors", "day", "night", "sky", "cloud",
-    "teeth", "looking_back", "from_side", "from_behind", "from_above", "from_below", "holding",
-    "monochrome", "greyscale", "sketch", "lineart", "chibi", "comic", "text_focus", "english_text",
+    "looking_back", "from_side", "from_behind", "from_above", "from_below", "holding",
+    # Style tags: pruning them would make the trigger word carry the style.
+    "monochrome", "greyscale", "sketch", "lineart", "chibi", "comic",
 })  # fmt: skip
 
 

@@ -131,14 +131,29 @@ def validate(config: Path | None, overrides: tuple[str, ...], preset: str | None
     _print_plan(loaded, plan)
 
 
-def _print_plan(loaded: LoadedConfig, plan: StepPlan) -> None:
+def _print_plan(loaded: LoadedConfig, plan: StepPlan, read_gpu: bool = False, quiet: bool = False) -> None:
+    """The plan and its time, VRAM and cost estimate on stdout (unless quiet); its warnings on stderr.
+
+    Only `train` reads the GPU's free memory (nvidia-smi, well under a second); validate stays instant.
+    """
+    from kohya_wrap.estimate import describe, estimate, measured_runs, query_nvidia_smi, warnings
+    from kohya_wrap.runs import runs_dir
+
     cfg = loaded.config
-    reg = f" + {plan.reg_images_with_repeats} regularisation" if plan.reg_images_with_repeats else ""
-    click.echo(f"ok: {cfg.model.family} LoRA '{cfg.output_name}', {plan.images} images × repeats = "
-               f"{plan.images_with_repeats}{reg}, batch {plan.batch_size}, {plan.epochs} epochs")  # fmt: skip
-    click.echo(f"steps: {plan.batches_per_epoch} per epoch × {plan.epochs} epochs = {plan.total_steps}"
-               + (f" (over {plan.num_processes} processes)" if plan.num_processes > 1 else ""))  # fmt: skip
-    click.echo(f"cost: {plan.seaart_cost} (images × repeats × epochs, as SeaArt counts it)")
+    gpu = cfg.run.gpu_ids[0] if isinstance(cfg.run.gpu_ids, list) and cfg.run.gpu_ids else 0
+    est = estimate(cfg, plan, query_nvidia_smi(gpu) if read_gpu else None, measured_runs(runs_dir(cfg)))
+    if not quiet:
+        reg = f" + {plan.reg_images_with_repeats} regularisation" if plan.reg_images_with_repeats else ""
+        click.echo(
+            f"ok: {cfg.model.family} LoRA '{cfg.output_name}', {plan.images} images × repeats = "
+            f"{plan.images_with_repeats}{reg}, batch {plan.batch_size}, {plan.epochs} epochs"
+        )
+        processes = f" (over {plan.num_processes} processes)" if plan.num_processes > 1 else ""
+        steps = f"{plan.batches_per_epoch} per epoch × {plan.epochs} epochs = {plan.total_steps}"
+        click.echo(f"steps: {steps}{processes}")
+        for line in describe(est):
+            click.echo(line)
+    _print_warnings(warnings(est))
 
 
 @main.command()
@@ -194,7 +209,7 @@ def train(config: Path | None, overrides: tuple[str, ...], preset: str | None, r
         try:
             execute(layout, make_view(json_lines, verbose), resume=True)
         finally:
-            _finish_report(layout)
+            _finish_report(layout, json_lines)
         return
     loaded = _load(config, overrides, preset)
     if problems := model_file_problems(loaded.config):
@@ -205,23 +220,20 @@ def train(config: Path | None, overrides: tuple[str, ...], preset: str | None, r
         _print_dry_run(loaded, plan)
         return
     require_script(loaded.config, SCRIPT_BY_FAMILY[loaded.config.model.family])
-    if not json_lines:
-        _print_plan(loaded, plan)
+    _print_plan(loaded, plan, read_gpu=True, quiet=json_lines)
     layout = create_run(loaded, plan)
     click.echo(f"run folder: {layout.root}", err=json_lines)
     try:
         execute(layout, make_view(json_lines, verbose), report)
     finally:
-        _finish_report(layout)
+        _finish_report(layout, json_lines)
 
 
-def _finish_report(layout: Any) -> None:
+def _finish_report(layout: Any, json_lines: bool = False) -> None:
     """The run's report, also for failed and interrupted runs (it shows what exists)."""
-    try:
-        from kohya_wrap.report import write_report
-    except ImportError:
-        return
-    write_report(layout)
+    from kohya_wrap.report import write_report
+
+    click.echo(f"report: {write_report(layout)}", err=json_lines)
 
 
 def _print_dry_run(loaded: LoadedConfig, plan: StepPlan) -> None:
@@ -343,45 +355,96 @@ def _names(paths: Sequence[Path], limit: int = 5) -> str:
 
 
 def _print_tagging(result: FolderTagging) -> None:
-    line = (f"{result.folder}: {_count(result.tagged, 'caption')} written, "
-            f"{_count(result.kept, 'image')} kept {'its' if result.kept == 1 else 'their'} caption")  # fmt: skip
+    line = (
+        f"{result.folder}: {_count(result.tagged, 'caption')} written, "
+        f"{_count(result.kept, 'image')} kept {'its' if result.kept == 1 else 'their'} caption"
+    )
     click.echo(line + (f" (originals backed up in {result.backup})" if result.backup else ""))
     if result.empty:
-        echo_err(f"warning: {result.folder}: no tag passed the thresholds for {_names(result.empty)}; "
-                 "no caption written (lower --general-threshold or caption them by hand)")  # fmt: skip
+        echo_err(
+            f"warning: {result.folder}: no tag passed the thresholds for {_names(result.empty)}; "
+            "no caption written (lower --general-threshold or caption them by hand)"
+        )
 
 
 @main.command()
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--model", help="Tagger: a folder with model.onnx and selected_tags.csv, or a hub id "
-              "[default: SmilingWolf/wd-vit-tagger-v3].")  # fmt: skip
-@click.option("--general-threshold", type=float, default=0.35, show_default=True,
-              help="Keep general tags scoring at least this (higher: fewer, surer tags).")  # fmt: skip
-@click.option("--character-threshold", type=float, default=0.85, show_default=True,
-              help="Keep character tags scoring at least this.")  # fmt: skip
+@click.option(
+    "--model",
+    help="Tagger: a folder with model.onnx and selected_tags.csv, or a hub id "
+    "[default: SmilingWolf/wd-vit-tagger-v3].",
+)
+@click.option(
+    "--general-threshold",
+    type=float,
+    default=0.35,
+    show_default=True,
+    help="Keep general tags scoring at least this (higher: fewer, surer tags).",
+)
+@click.option(
+    "--character-threshold",
+    type=float,
+    default=0.85,
+    show_default=True,
+    help="Keep character tags scoring at least this.",
+)
 @click.option("--trigger", help="Trigger word, put first in every caption (existing ones too).")
-@click.option("--crop", type=click.Choice(["none", "center", "focus"]), default="none", show_default=True,
-              help="Crop to squares into --out: center, or focus (around the most detailed region).")  # fmt: skip
+@click.option(
+    "--crop",
+    type=click.Choice(["none", "center", "focus"]),
+    default="none",
+    show_default=True,
+    help="Crop to squares into --out: center, or focus (around the most detailed region).",
+)
 @click.option("--crop-size", type=int, help="Side of the cropped images, e.g. 512 (SD1.5) or 1024 (SDXL).")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="New folder for the prepared images and captions [default: caption FOLDER in place].")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="New folder for the prepared images and captions [default: caption FOLDER in place].",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up)."
+)
 @click.option("--batch-size", type=int, help="Images per inference call [default: 1 on a CPU, 8 on a GPU].")
 @click.option("--threads", type=int, help="CPU threads for inference [default: all cores].")
 @click.option("--decode-threads", type=int, help="Threads decoding images ahead of inference.")
-@click.option("--int8", is_flag=True, help="Run an int8 copy of the model: faster on CPUs, tags differ slightly.")
+@click.option(
+    "--int8", is_flag=True, help="Run an int8 copy of the model: faster on CPUs, tags differ slightly."
+)
 @click.option("--rating-tags", is_flag=True, help="Add the rating tag (general, sensitive, …).")
 @click.option("--replace-underscores", is_flag=True, help="Write 'green hair' instead of 'green_hair'.")
 @click.option("--undesired", metavar="TAG,TAG", help="Tags never written.")
 @click.option("--always-first", metavar="TAG,TAG", help="Tags moved to the front, in this order.")
 @click.option("--caption-extension", default=".txt", show_default=True, help="Caption file extension.")
-def tag(folder: Path, model: str | None, general_threshold: float, character_threshold: float,
-        trigger: str | None, crop: CropMode, crop_size: int | None, out: Path | None, overwrite: bool,
-        batch_size: int | None, threads: int | None, decode_threads: int | None, int8: bool,
-        rating_tags: bool, replace_underscores: bool, undesired: str | None, always_first: str | None,
-        caption_extension: str) -> None:  # fmt: skip
+def tag(
+    folder: Path,
+    model: str | None,
+    general_threshold: float,
+    character_threshold: float,
+    trigger: str | None,
+    crop: CropMode,
+    crop_size: int | None,
+    out: Path | None,
+    overwrite: bool,
+    batch_size: int | None,
+    threads: int | None,
+    decode_threads: int | None,
+    int8: bool,
+    rating_tags: bool,
+    replace_underscores: bool,
+    undesired: str | None,
+    always_first: str | None,
+    caption_extension: str,
+) -> None:
     """Caption the images in FOLDER with a WD14 tagger; images with a caption keep it."""
-    from kohya_wrap.captions import CaptionEdit, apply_plan, find_images, load_captions, parse_caption, plan_edit
+    from kohya_wrap.captions import (
+        CaptionEdit,
+        apply_plan,
+        find_images,
+        load_captions,
+        parse_caption,
+        plan_edit,
+    )
     from kohya_wrap.errors import ConfigError, DatasetError
     from kohya_wrap.imaging import prepare_folder
     from kohya_wrap.tagger import DEFAULT_MODEL, Tagger, TagOptions, resolve_model, tag_folder
@@ -407,8 +470,14 @@ def tag(folder: Path, model: str | None, general_threshold: float, character_thr
         folder = out
 
     def make_tagger() -> Tagger:
-        return Tagger(resolve_model(model or DEFAULT_MODEL), options, batch_size=batch_size, threads=threads,
-                      decode_threads=decode_threads, int8=int8)  # fmt: skip
+        return Tagger(
+            resolve_model(model or DEFAULT_MODEL),
+            options,
+            batch_size=batch_size,
+            threads=threads,
+            decode_threads=decode_threads,
+            int8=int8,
+        )
 
     result = tag_folder(folder, make_tagger, extension=ext, overwrite=overwrite, progress=_tag_progress())
     _print_tagging(result)
@@ -416,8 +485,10 @@ def tag(folder: Path, model: str | None, general_threshold: float, character_thr
         plan = plan_edit(load_captions(find_images(folder), ext), CaptionEdit(trigger=trigger))
         backup = apply_plan(folder, plan)
         if plan.changes:
-            click.echo(f"{folder}: put '{trigger}' first in {_count(len(plan.changes), 'existing caption')} "
-                       f"(originals backed up in {backup})")  # fmt: skip
+            click.echo(
+                f"{folder}: put '{trigger}' first in {_count(len(plan.changes), 'existing caption')} "
+                f"(originals backed up in {backup})"
+            )
     if result.failed:
         raise DatasetError(*result.failed)
 
@@ -425,16 +496,36 @@ def tag(folder: Path, model: str | None, general_threshold: float, character_thr
 @main.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--remove", metavar="TAG,TAG", help="Remove these tags from every caption.")
-@click.option("--replace", multiple=True, metavar="OLD=NEW", help="Replace a tag (repeatable, or OLD=NEW,OLD=NEW).")
-@click.option("--auto-prune", is_flag=True, help="Remove the tags most images share: the character's own traits.")
-@click.option("--min-share", type=float, default=0.6, show_default=True,
-              help="Auto-prune: share of the images a tag must be in to go.")  # fmt: skip
-@click.option("--keep", metavar="TAG,TAG", help="Auto-prune never removes these (added to the generic keep-list).")
+@click.option(
+    "--replace", multiple=True, metavar="OLD=NEW", help="Replace a tag (repeatable, or OLD=NEW,OLD=NEW)."
+)
+@click.option(
+    "--auto-prune", is_flag=True, help="Remove the tags most images share: the character's own traits."
+)
+@click.option(
+    "--min-share",
+    type=float,
+    default=0.6,
+    show_default=True,
+    help="Auto-prune: share of the images a tag must be in to go.",
+)
+@click.option(
+    "--keep", metavar="TAG,TAG", help="Auto-prune never removes these (added to the generic keep-list)."
+)
 @click.option("--trigger", help="Put this trigger word first in every caption (never pruned).")
 @click.option("--apply", "apply_changes", is_flag=True, help="Write the changes; without it, only show them.")
 @click.option("--caption-extension", default=".txt", show_default=True, help="Caption file extension.")
-def tags(folder: Path, remove: str | None, replace: tuple[str, ...], auto_prune: bool, min_share: float,
-         keep: str | None, trigger: str | None, apply_changes: bool, caption_extension: str) -> None:  # fmt: skip
+def tags(
+    folder: Path,
+    remove: str | None,
+    replace: tuple[str, ...],
+    auto_prune: bool,
+    min_share: float,
+    keep: str | None,
+    trigger: str | None,
+    apply_changes: bool,
+    caption_extension: str,
+) -> None:
     """Show how often each tag occurs in FOLDER's captions; remove, replace or auto-prune tags in bulk."""
     from kohya_wrap.captions import (
         DEFAULT_KEEP,
@@ -452,14 +543,16 @@ def tags(folder: Path, remove: str | None, replace: tuple[str, ...], auto_prune:
     from kohya_wrap.errors import DatasetError
 
     ext = caption_extension if caption_extension.startswith(".") else "." + caption_extension
+    replacements = parse_replacements(replace)
     images = find_images(folder)
     captions = load_captions(images, ext)
     if not captions:
         raise DatasetError(f"{folder}: no {ext} captions; run `kohya-wrap tag {folder}` first")
-    replacements = parse_replacements(replace)
     stats = tag_stats(captions.values())
-    click.echo(f"{stats.images} captioned images in {folder}"
-               + (f" ({len(images) - stats.images} without a caption)" if len(images) > stats.images else ""))  # fmt: skip
+    click.echo(
+        f"{stats.images} captioned images in {folder}"
+        + (f" ({len(images) - stats.images} without a caption)" if len(images) > stats.images else "")
+    )
     click.echo("images  share  tag")
     for count in stats.tags:
         click.echo(f"{count.images:6}  {count.share:5.0%}  {count.tag}")
@@ -467,8 +560,10 @@ def tags(folder: Path, remove: str | None, replace: tuple[str, ...], auto_prune:
     proposed: tuple[str, ...] = ()
     if auto_prune:
         proposed = propose_prune(stats, min_share, DEFAULT_KEEP | set(parse_caption(keep or "")), trigger)
-        click.echo(f"auto-prune: {_count(len(proposed), 'tag')} in at least {min_share:.0%} of the images and "
-                   f"not in the keep-list: {', '.join(proposed) or '-'}")  # fmt: skip
+        click.echo(
+            f"auto-prune: {_count(len(proposed), 'tag')} in at least {min_share:.0%} of the images and "
+            f"not in the keep-list: {', '.join(proposed) or '-'}"
+        )
     plan = plan_edit(captions, CaptionEdit(frozenset(removed) | set(proposed), replacements, trigger))
     images_with = {tag_key(c.tag): c.images for c in stats.tags}
     for name in removed:
@@ -476,15 +571,19 @@ def tags(folder: Path, remove: str | None, replace: tuple[str, ...], auto_prune:
     for old, new in replacements.items():
         click.echo(f"replace {old} → {new}: {_count(images_with.get(tag_key(old), 0), 'caption')}")
     if plan.emptied:
-        echo_err(f"warning: {len(plan.emptied)} captions would be left empty and stay as they are: "
-                 f"{_names(plan.emptied)}")  # fmt: skip
+        echo_err(
+            f"warning: {len(plan.emptied)} captions would be left empty and stay as they are: "
+            f"{_names(plan.emptied)}"
+        )
     if not plan.changes:
         if removed or proposed or replacements or trigger:
             click.echo("nothing to change")
         return
     if not apply_changes:
-        click.echo(f"dry run: {len(plan.changes)} of {stats.images} captions would change; add --apply to write "
-                   f"them (the originals are backed up in {folder}/.kohya_wrap-backup/)")  # fmt: skip
+        click.echo(
+            f"dry run: {len(plan.changes)} of {stats.images} captions would change; add --apply to write "
+            f"them (the originals are backed up in {folder}/.kohya_wrap-backup/)"
+        )
         return
     backup = apply_plan(folder, plan)
     click.echo(f"changed {len(plan.changes)} captions; originals backed up in {backup}")
@@ -493,15 +592,29 @@ def tags(folder: Path, remove: str | None, replace: tuple[str, ...], auto_prune:
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @SET_OPTION
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Where cropped copies go, one folder per dataset folder [default: prepared/ beside CONFIG].")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Where cropped copies go, one folder per dataset folder [default: prepared/ beside CONFIG].",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up)."
+)
 @click.option("--batch-size", type=int, help="Images per inference call [default: 1 on a CPU, 8 on a GPU].")
 @click.option("--threads", type=int, help="CPU threads for inference [default: all cores].")
-@click.option("--int8", is_flag=True, help="Run an int8 copy of the tagger: faster on CPUs, tags differ slightly.")
-def prepare(config: Path, overrides: tuple[str, ...], out: Path | None, overwrite: bool, batch_size: int | None,
-            threads: int | None, int8: bool) -> None:  # fmt: skip
-    """Run CONFIG's [dataset] and [tagging] steps: crop into new folders, tag, trigger word, edits, auto-prune."""
+@click.option(
+    "--int8", is_flag=True, help="Run an int8 copy of the tagger: faster on CPUs, tags differ slightly."
+)
+def prepare(
+    config: Path,
+    overrides: tuple[str, ...],
+    out: Path | None,
+    overwrite: bool,
+    batch_size: int | None,
+    threads: int | None,
+    int8: bool,
+) -> None:
+    """Run CONFIG's [dataset] and [tagging] steps: crop into new folders, tag, edit, auto-prune."""
     from kohya_wrap.errors import DatasetError
     from kohya_wrap.tagger import Tagger, prepare_dataset, resolve_model, tag_options
 
@@ -509,8 +622,9 @@ def prepare(config: Path, overrides: tuple[str, ...], out: Path | None, overwrit
     options = tag_options(cfg.tagging)
 
     def make_tagger() -> Tagger:
-        return Tagger(resolve_model(cfg.tagging.model), options, batch_size=batch_size, threads=threads,
-                      int8=int8)  # fmt: skip
+        return Tagger(
+            resolve_model(cfg.tagging.model), options, batch_size=batch_size, threads=threads, int8=int8
+        )
 
     out_root = out or config.resolve().parent / "prepared"
     done = prepare_dataset(cfg, out_root, make_tagger, overwrite=overwrite, progress=_tag_progress())
@@ -519,19 +633,188 @@ def prepare(config: Path, overrides: tuple[str, ...], out: Path | None, overwrit
     for prepared in done.dirs:
         _print_tagging(prepared.tagging)
         if prepared.edited:
-            click.echo(f"{prepared.folder}: trigger word and tag edits changed {prepared.edited} captions "
-                       f"(originals backed up in {prepared.backup})")  # fmt: skip
-    if done.proposed:
-        verb = f"removed from {done.pruned} captions" if cfg.tagging.auto_prune else (
-            "proposed for removal (set tagging.auto_prune = true, or `kohya-wrap tags DIR --auto-prune --apply`)")  # fmt: skip
-        click.echo(f"auto-prune: {', '.join(done.proposed)} {verb}")
+            click.echo(
+                f"{prepared.folder}: trigger word and tag edits changed {_count(prepared.edited, 'caption')} "
+                f"(originals backed up in {prepared.backup})"
+            )
+    if done.proposed and cfg.tagging.auto_prune:
+        click.echo(f"auto-prune: {', '.join(done.proposed)} removed from {_count(done.pruned, 'caption')}")
+    elif done.proposed:
+        click.echo(
+            f"auto-prune: {', '.join(done.proposed)} proposed for removal (set tagging.auto_prune = true, "
+            "or run `kohya-wrap tags DIR --auto-prune --apply`)"
+        )
     for prepared in done.dirs:
         if prepared.folder != prepared.source:
-            click.echo(f"dataset.dirs.{prepared.index}.path: the prepared images are in {prepared.folder}; point "
-                       "the config at that folder to train on them")  # fmt: skip
+            click.echo(
+                f"dataset.dirs.{prepared.index}.path: the prepared images are in {prepared.folder}; point "
+                "the config at that folder to train on them"
+            )
     failed = [line for prepared in done.dirs for line in prepared.tagging.failed]
     if failed:
         raise DatasetError(*failed)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report(run_dir: Path) -> None:
+    """Write RUN_DIR's report: sample grid, loss curve, LoRA files, timings (unfinished runs too)."""
+    from kohya_wrap.layout import RunLayout
+    from kohya_wrap.report import write_report
+    from kohya_wrap.runs import read_record
+
+    layout = RunLayout(run_dir.resolve())
+    read_record(layout)  # one clear line for a folder that is not a run
+    click.echo(f"report: {write_report(layout)}")
+
+
+# estimate.GPU_CLASSES, repeated so that --help need not import the estimate module.
+GPU_CLASSES = ("cpu", "8gb", "12gb", "16gb", "24gb", "48gb", "80gb")
+
+
+@main.command("estimate")
+@CONFIG_ARG
+@SET_OPTION
+@PRESET_OPTION
+@click.option(
+    "--gpu",
+    "gpu_class",
+    type=click.Choice(GPU_CLASSES),
+    help="Estimate for a GPU of this memory class instead of the one found here.",
+)
+@click.option("--free-vram", type=float, metavar="GB", help="Free GPU memory to check the peak against.")
+@click.option(
+    "--probe",
+    is_flag=True,
+    help="Ask the sd-scripts interpreter's torch about the GPU (slower; works without nvidia-smi).",
+)
+def estimate_command(
+    config: Path | None,
+    overrides: tuple[str, ...],
+    preset: str | None,
+    gpu_class: str | None,
+    free_vram: float | None,
+    probe: bool,
+) -> None:
+    """Estimate CONFIG's steps, time, peak VRAM (with the cheapest fixes) and SeaArt cost."""
+    import sys
+
+    from kohya_wrap import estimate as est
+    from kohya_wrap.runs import runs_dir
+
+    loaded = _load(config, overrides, preset)
+    _, plan = _scan(loaded)
+    cfg = loaded.config
+    hardware: est.Hardware | None
+    if gpu_class is not None or free_vram is not None:
+        hardware = est.assumed_hardware(gpu_class, free_vram)
+    elif probe:
+        from kohya_wrap.doctor import probe as probe_interpreter
+        from kohya_wrap.launch import sd_scripts_dir
+
+        root = sd_scripts_dir(cfg)
+        info = probe_interpreter(cfg.run.python or sys.executable, root if root.is_dir() else Path.cwd())
+        hardware = est.hardware_from_probe(info)
+    else:
+        gpu = cfg.run.gpu_ids[0] if isinstance(cfg.run.gpu_ids, list) and cfg.run.gpu_ids else 0
+        hardware = est.query_nvidia_smi(gpu)
+    if hardware is None:
+        echo_err(
+            "note: no GPU found (nvidia-smi); give --gpu CLASS or --free-vram GB to check a GPU's memory"
+        )
+    # Earlier runs tell how fast this machine is, not a GPU the user names.
+    history = est.measured_runs(runs_dir(cfg)) if gpu_class is None and free_vram is None else []
+    result = est.estimate(cfg, plan, hardware, history)
+    click.echo(
+        f"steps: {result.steps} ({plan.batches_per_epoch} per epoch × {plan.epochs} epochs), "
+        f"{result.sample_images} sample images"
+    )
+    for line in est.describe(result):
+        click.echo(line)
+    _print_warnings(est.warnings(result))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--epochs", metavar="N,N", help="Epochs to render, e.g. 8,10 [default: the last 3 saved].")
+@click.option(
+    "--weights", metavar="W,W", default="0.7,0.8,1.0", show_default=True, help="LoRA weights to compare."
+)
+@click.option(
+    "--prompt",
+    "prompts",
+    multiple=True,
+    metavar="TEXT",
+    help="Prompt to render (repeatable) [default: the run's first sample prompt].",
+)
+@click.option("--steps", type=click.IntRange(1, 1000), help="Sampling steps [default: the sample prompt's].")
+@click.option(
+    "--seed", type=click.IntRange(0, 2**32 - 1), help="Seed for every image [default: the sample prompt's]."
+)
+@click.option("--sampler", help="Sampler, e.g. euler_a [default: the run's sampling.sampler].")
+@click.option("-v", "--verbose", is_flag=True, help="Show gen_img.py's output live.")
+def preview(
+    run_dir: Path,
+    epochs: str | None,
+    weights: str,
+    prompts: tuple[str, ...],
+    steps: int | None,
+    seed: int | None,
+    sampler: str | None,
+    verbose: bool,
+) -> None:
+    """Render RUN_DIR's LoRA at chosen epochs × weights with sd-scripts' gen_img.py (report/preview.png)."""
+    import typing
+
+    from kohya_wrap.errors import ConfigError
+    from kohya_wrap.preview import parse_numbers, run_preview
+    from kohya_wrap.settings import Sampler
+
+    if sampler is not None and sampler not in typing.get_args(Sampler):
+        raise ConfigError(f"preview: --sampler {sampler} is not one of {', '.join(typing.get_args(Sampler))}")
+    chosen = [int(e) for e in parse_numbers(epochs, "epochs", int)] if epochs else None
+    png = run_preview(
+        run_dir,
+        chosen,
+        parse_numbers(weights, "weights", float),
+        prompts,
+        seed,
+        steps,
+        sampler,
+        on_text=(lambda text: click.echo(text, nl=False, err=True)) if verbose else None,
+        note=echo_err,
+    )
+    click.echo(f"preview: {png}")
+    click.echo(f"report: {png.parent / 'index.html'}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--port", type=click.IntRange(1, 65535), default=6006, show_default=True)
+@click.option(
+    "--print", "print_only", is_flag=True, help="Print the command instead of starting TensorBoard."
+)
+def tensorboard(run_dirs: tuple[Path, ...], port: int, print_only: bool) -> None:
+    """Start TensorBoard on the loss and learning-rate logs of one or more runs, each under its name."""
+    import contextlib
+    import importlib.util
+    import shlex
+    import subprocess
+    import sys
+
+    from kohya_wrap.layout import RunLayout
+    from kohya_wrap.report import tensorboard_argv
+
+    argv = tensorboard_argv([RunLayout(d.resolve()) for d in run_dirs], sys.executable, port)
+    if print_only or importlib.util.find_spec("tensorboard") is None:
+        if not print_only:
+            echo_err("tensorboard is not installed here; `pip install tensorboard`, then run:")
+        click.echo(shlex.join(argv))
+        return
+    echo_err(f"TensorBoard at http://localhost:{port}/ (Ctrl-C stops it)")
+    # Ctrl-C reaches TensorBoard and us alike: it is the way to stop, not an error.
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run(argv, check=False)
 
 
 @main.command()

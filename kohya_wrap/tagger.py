@@ -153,9 +153,10 @@ class TagOptions:
 class TagDecoder:
     """Turns one image's scores into caption tags.
 
-    Order: trigger word, always-first tags (in the order given), rating (if asked), then general and
-    character tags in the model's order, as sd-scripts writes them. A tag passes when its score is
-    at least its category's threshold (compared in float32, as sd-scripts does).
+    Order: trigger word, always-first tags (in the order given; sd-scripts puts the last given
+    first), rating (if asked), then general and character tags in the model's order, as sd-scripts
+    writes them. A tag passes when its score is at least its category's threshold, compared in
+    float32 as sd-scripts does; the rating is the best-scoring of the rating tags.
     """
 
     def __init__(self, labels: Labels, options: TagOptions) -> None:
@@ -197,10 +198,8 @@ def quantized_model(model: Path, from_hub: bool = False, cache: Path | None = No
     target = model.with_name(INT8_FILE)
     if from_hub or not _writable(model.parent):
         stat = model.stat()
-        key = hashlib.sha256(f"{model.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[
-            :16
-        ]
-        target = (cache or cache_dir()) / "int8" / key / INT8_FILE
+        identity = f"{model.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+        target = (cache or cache_dir()) / "int8" / hashlib.sha256(identity).hexdigest()[:16] / INT8_FILE
     if target.is_file() and target.stat().st_mtime >= model.stat().st_mtime:
         return target
     try:
@@ -219,7 +218,7 @@ def quantized_model(model: Path, from_hub: bool = False, cache: Path | None = No
 
 
 def _writable(folder: Path) -> bool:
-    # Trying is the only reliable test: os.access says yes to root on read-only mounts.
+    # Trying is the reliable test: os.access misjudges ACLs and network file systems.
     try:
         fd, probe = tempfile.mkstemp(dir=folder)
     except OSError:
@@ -277,8 +276,9 @@ class Tagger:
 
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"--batch-size: must be 1 or more, got {batch_size}")
-        if (threads is not None and threads < 1) or (decode_threads is not None and decode_threads < 1):
-            raise ConfigError("--threads: must be 1 or more")
+        for name, value in (("--threads", threads), ("--decode-threads", decode_threads)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}: must be 1 or more, got {value}")
         labels = read_labels(files.tags)
         self.decoder = TagDecoder(labels, options)
         self.model_path = quantized_model(files.onnx, files.from_hub) if int8 else files.onnx

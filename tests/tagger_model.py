@@ -62,8 +62,17 @@ TAGS = (
     # Full green in the top-left quadrant scores sigmoid(20 × 0.1) ≈ 0.881.
     TagSpec("zundamon", 4, "top_left", "green", centre=0.9),
 )
-CHARACTER_LOOK = ("green_hair", "green_sailor_collar", "suspenders", "suspender_shorts", "green_shorts",
-                  "shorts", "short_sleeves", "shirt", "green_footwear")  # fmt: skip
+CHARACTER_LOOK = (
+    "green_hair",
+    "green_sailor_collar",
+    "suspenders",
+    "suspender_shorts",
+    "green_shorts",
+    "shorts",
+    "short_sleeves",
+    "shirt",
+    "green_footwear",
+)
 
 
 def score(spec: TagSpec, feature_value: float) -> float:
@@ -81,8 +90,13 @@ def write_tags_csv(path: Path, tags: tuple[TagSpec, ...] = TAGS) -> None:
             writer.writerow([1000 + i, spec.name, spec.category, 100 - i])
 
 
-def build_tagger_model(folder: Path, size: int = 448, layout: str = "NHWC", batch: int | None = None,
-                       tags: tuple[TagSpec, ...] = TAGS) -> Path:  # fmt: skip
+def build_tagger_model(
+    folder: Path,
+    size: int = 448,
+    layout: str = "NHWC",
+    batch: int | None = None,
+    tags: tuple[TagSpec, ...] = TAGS,
+) -> Path:
     """Write model.onnx and selected_tags.csv into `folder` (created) and return it."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = np.zeros((12, len(tags)), np.float32)
@@ -132,9 +146,14 @@ def build_tagger_model(folder: Path, size: int = 448, layout: str = "NHWC", batc
     return folder
 
 
-def quadrant_image(path: Path, top_left: tuple[int, int, int], top_right: tuple[int, int, int],
-                   bottom_left: tuple[int, int, int], bottom_right: tuple[int, int, int],
-                   size: int = 64) -> Path:  # fmt: skip
+def quadrant_image(
+    path: Path,
+    top_left: tuple[int, int, int],
+    top_right: tuple[int, int, int],
+    bottom_left: tuple[int, int, int],
+    bottom_right: tuple[int, int, int],
+    size: int = 64,
+) -> Path:
     """A size × size image of four solid RGB quadrants, saved in the format of `path`'s extension."""
     pixels = np.zeros((size, size, 3), np.uint8)
     half = size // 2

@@ -52,7 +52,9 @@ def test_write_caption_never_overwrites_without_flag(tmp_path: Path) -> None:
     write_caption(path, ["zdm", "smile"])
     with pytest.raises(DatasetError) as err:
         write_caption(path, ["other"])
-    assert err.value.lines == (f"{path}: caption already exists; pass --overwrite to replace it (a backup is kept)",)
+    assert err.value.lines == (
+        f"{path}: caption already exists; pass --overwrite to replace it (a backup is kept)",
+    )
     assert path.read_text() == "zdm, smile\n"
     write_caption(path, ["other"], overwrite=True)
     assert path.read_text() == "other\n"
@@ -72,7 +74,11 @@ def test_with_trigger_puts_it_first_once() -> None:
 def test_remove_and_replace_match_any_spelling() -> None:
     tags = ["zdm", "green hair", "suspenders", "smile"]
     assert remove_tags(tags, ["green_hair", "Suspenders"]) == ["zdm", "smile"]
-    assert replace_tags(tags, {"green_hair": "aqua_hair", "smile": "zdm"}) == ["zdm", "aqua_hair", "suspenders"]
+    assert replace_tags(tags, {"green_hair": "aqua_hair", "smile": "zdm"}) == [
+        "zdm",
+        "aqua_hair",
+        "suspenders",
+    ]
     assert dedupe(["a", "b", "a_x", "a x"]) == ["a", "b", "a_x"]
 
 
@@ -121,7 +127,9 @@ def _folder(tmp_path: Path, captions: dict[str, str]) -> Path:
 
 
 def test_plan_and_apply_back_up_only_what_changes(tmp_path: Path) -> None:
-    folder = _folder(tmp_path, {"a": "1boy, green_hair\n", "b": "1boy, smile\n", "c": "green_hair\n", "d": ""})
+    folder = _folder(
+        tmp_path, {"a": "1boy, green_hair\n", "b": "1boy, smile\n", "c": "green_hair\n", "d": ""}
+    )
     captions = load_captions(find_images(folder))
     assert set(captions) == {folder / "a.txt", folder / "b.txt", folder / "c.txt"}
     plan = plan_edit(captions, CaptionEdit(remove=frozenset({"green_hair"})))

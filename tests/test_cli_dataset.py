@@ -27,8 +27,18 @@ WALKTHROUGH = {
     "06.png": (WHITE, WHITE, GREEN, GREEN),
     "07.bmp": (WHITE, WHITE, BLUE, (255, 255, 0)),
 }
-CHARACTER_TAGS = ["green_hair", "green_sailor_collar", "green_shorts", "shorts", "suspender_shorts", "suspenders",
-                  "zundamon", "green_footwear", "shirt", "short_sleeves"]  # fmt: skip
+CHARACTER_TAGS = [
+    "green_hair",
+    "green_sailor_collar",
+    "green_shorts",
+    "shorts",
+    "suspender_shorts",
+    "suspenders",
+    "zundamon",
+    "green_footwear",
+    "shirt",
+    "short_sleeves",
+]
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +69,30 @@ def test_walkthrough_from_raw_images_to_pruned_captions(walkthrough: Path, model
     assert f"{walkthrough}: 7 captions written, 0 images kept their caption" in tagged.stdout
     assert tagged.stderr.startswith("20_zdm 1boy: tagging 7 images\n20_zdm 1boy: tagged 1/7 (")
     raw = captions(walkthrough)
-    assert raw["01"] == ("zdm, green_hair, green_sailor_collar, suspenders, suspender_shorts, green_shorts, shorts, "
-                         "short_sleeves, shirt, green_footwear, 1boy, standing, simple_background, zundamon\n")  # fmt: skip
+    assert raw["01"] == (
+        "zdm, green_hair, green_sailor_collar, suspenders, suspender_shorts, green_shorts, shorts, "
+        "short_sleeves, shirt, green_footwear, 1boy, standing, simple_background, zundamon\n"
+    )
     assert all(text.startswith("zdm, ") for text in raw.values())
 
     dry = run("tags", walkthrough, "--auto-prune", "--trigger", "zdm")
     assert dry.exit_code == 0, dry.output
     lines = dry.stdout.splitlines()
-    assert lines[:4] == ["7 captioned images in " + str(walkthrough), "images  share  tag",
-                         "     7   100%  1boy", "     7   100%  green_hair"]  # fmt: skip
+    assert lines[:4] == [
+        "7 captioned images in " + str(walkthrough),
+        "images  share  tag",
+        "     7   100%  1boy",
+        "     7   100%  green_hair",
+    ]
     assert "     5    71%  shirt" in lines and "     4    57%  simple_background" in lines
-    assert (f"auto-prune: 10 tags in at least 60% of the images and not in the keep-list: "
-            f"{', '.join(CHARACTER_TAGS)}") in lines  # fmt: skip
-    assert lines[-1] == (f"dry run: 7 of 7 captions would change; add --apply to write them (the originals are "
-                         f"backed up in {walkthrough}/.kohya_wrap-backup/)")  # fmt: skip
+    assert (
+        f"auto-prune: 10 tags in at least 60% of the images and not in the keep-list: "
+        f"{', '.join(CHARACTER_TAGS)}"
+    ) in lines
+    assert lines[-1] == (
+        f"dry run: 7 of 7 captions would change; add --apply to write them (the originals are "
+        f"backed up in {walkthrough}/.kohya_wrap-backup/)"
+    )
     assert captions(walkthrough) == raw
 
     applied = run("tags", walkthrough, "--auto-prune", "--trigger", "zdm", "--apply")
@@ -121,11 +141,16 @@ auto_prune = true
     assert captions(prepared)["07"] == "zdm, 1boy, standing, white_background\n"
     out = done.stdout.splitlines()
     assert f"auto-prune: {', '.join(CHARACTER_TAGS)} removed from 7 captions" in out
-    assert out[-1] == (f"dataset.dirs.0.path: the prepared images are in {prepared}; point the config at that "
-                       "folder to train on them")  # fmt: skip
+    assert out[-1] == (
+        f"dataset.dirs.0.path: the prepared images are in {prepared}; point the config at that "
+        "folder to train on them"
+    )
     again = run("prepare", config)
     assert again.exit_code == 2
-    assert again.stderr == f"{prepared}: already exists; prepared images go into a new folder, so choose another one or delete it\n"  # fmt: skip
+    assert again.stderr == (
+        f"{prepared}: already exists; prepared images go into a new folder, so choose another one or "
+        "delete it\n"
+    )
 
 
 def test_tag_with_crop_into_a_new_folder(walkthrough: Path, model: Path, tmp_path: Path) -> None:
@@ -150,25 +175,41 @@ def test_existing_captions_are_kept_and_get_the_trigger(tmp_path: Path, model: P
     ("args", "message"),
     [
         (["tag", "{empty}"], "{empty}: no images (PNG, JPEG, WebP or BMP) in this folder"),
-        (["tag", "{images}", "--model", "{missing}"],
-         "tagging.model: '{missing}' is neither a folder with model.onnx and selected_tags.csv nor a hub id like "
-         "SmilingWolf/wd-vit-tagger-v3"),
-        (["tag", "{images}", "--model", "{model}", "--general-threshold", "1.5"],
-         "tagging.general_threshold: must be between 0 and 1 (exclusive), got 1.5"),
-        (["tag", "{images}", "--crop", "focus", "--crop-size", "512"],
-         "--crop focus: cropped copies go into a new folder; give --out DIR"),
-        (["tag", "{images}", "--crop-size", "512"], "--crop-size: only used with --crop center or --crop focus"),
+        (
+            ["tag", "{images}", "--model", "{missing}"],
+            "tagging.model: '{missing}' is neither a folder with model.onnx and selected_tags.csv nor a hub "
+            "id like SmilingWolf/wd-vit-tagger-v3",
+        ),
+        (
+            ["tag", "{images}", "--model", "{model}", "--general-threshold", "1.5"],
+            "tagging.general_threshold: must be between 0 and 1 (exclusive), got 1.5",
+        ),
+        (
+            ["tag", "{images}", "--crop", "focus", "--crop-size", "512"],
+            "--crop focus: cropped copies go into a new folder; give --out DIR",
+        ),
+        (
+            ["tag", "{images}", "--crop-size", "512"],
+            "--crop-size: only used with --crop center or --crop focus",
+        ),
         (["tags", "{images}"], "{images}: no .txt captions; run `kohya-wrap tag {images}` first"),
-        (["tags", "{images}", "--replace", "a"], "{images}: no .txt captions; run `kohya-wrap tag {images}` first"),
+        (
+            ["tags", "{images}", "--replace", "a"],
+            "--replace: 'a' must look like old_tag=new_tag",
+        ),
         (["prepare", "{missing}"], "config: file not found: {missing}"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, model: Path, args: list[str], message: str) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "images").mkdir()
     quadrant_image(tmp_path / "images" / "a.png", BLACK, RED, BLACK, BLACK)
-    names = {"empty": tmp_path / "empty", "images": tmp_path / "images", "missing": tmp_path / "nope",
-             "model": model}  # fmt: skip
+    names = {
+        "empty": tmp_path / "empty",
+        "images": tmp_path / "images",
+        "missing": tmp_path / "nope",
+        "model": model,
+    }
     done = run(*[a.format(**names) for a in args])
     assert done.exit_code == 2
     assert done.stderr == message.format(**names) + "\n"
@@ -184,19 +225,27 @@ def test_unreadable_images_are_named_after_the_others_are_tagged(tmp_path: Path,
 
 
 def test_tags_remove_and_replace(tmp_path: Path) -> None:
-    for stem, text in {"a": "zdm, green_hair, smile\n", "b": "zdm, green_hair\n", "c": "zdm, smile\n"}.items():
+    for stem, text in {
+        "a": "zdm, green_hair, smile\n",
+        "b": "zdm, green_hair\n",
+        "c": "zdm, smile\n",
+    }.items():
         quadrant_image(tmp_path / f"{stem}.png", BLACK, BLACK, BLACK, BLACK, size=8)
         (tmp_path / f"{stem}.txt").write_text(text)
     done = run("tags", tmp_path, "--remove", "green hair", "--replace", "smile=grin", "--apply")
     assert done.exit_code == 0, done.output
-    assert "remove green hair: 2 captions" in done.stdout and "replace smile → grin: 2 captions" in done.stdout
+    assert (
+        "remove green hair: 2 captions" in done.stdout and "replace smile → grin: 2 captions" in done.stdout
+    )
     assert captions(tmp_path) == {"a": "zdm, grin\n", "b": "zdm\n", "c": "zdm, grin\n"}
 
 
 def test_help_imports_no_heavy_modules() -> None:
-    code = ("import sys\nfrom click.testing import CliRunner\nfrom kohya_wrap.cli import main\n"
-            "for args in (['--help'], ['tag', '--help'], ['tags', '--help'], ['prepare', '--help']):\n"
-            "    assert CliRunner().invoke(main, args).exit_code == 0\n"
-            "print(sorted({'onnxruntime', 'PIL', 'numpy'} & set(sys.modules)))\n")  # fmt: skip
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom kohya_wrap.cli import main\n"
+        "for args in (['--help'], ['tag', '--help'], ['tags', '--help'], ['prepare', '--help']):\n"
+        "    assert CliRunner().invoke(main, args).exit_code == 0\n"
+        "print(sorted({'onnxruntime', 'PIL', 'numpy'} & set(sys.modules)))\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n"

@@ -214,8 +214,7 @@ def test_missing_captions_without_class_token_are_named(tmp_path: Path) -> None:
     cfg = make_config([{"path": str(folder)}])
     assert scan(cfg).warnings() == [
         "dataset.dirs.0.path: 7 of 7 images have no .txt caption and train with an empty one: 00.png, "
-        "01.png, "
-        "02.png, 03.png, 04.png and 2 more; run `kohya-wrap tag` on the folder"
+        "01.png, 02.png, 03.png, 04.png and 2 more; run `kohya-wrap tag` on the folder"
     ]
 
 
@@ -227,7 +226,6 @@ def test_mixed_case_extensions_are_named_because_sd_scripts_skips_them(tmp_path:
     with pytest.raises(DatasetError) as caught:
         scan(cfg)
     assert caught.value.lines == (
-        "dataset.dirs.0.path: sd-scripts reads only lower- or upper-case extensions (.png or .PNG) and would "
-        "skip "
-        "00.Png; rename them",
+        "dataset.dirs.0.path: sd-scripts reads only lower- or upper-case extensions (.png or .PNG) and "
+        "would skip 00.Png; rename them",
     )

@@ -53,7 +53,9 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["a.webp", "a.bmp", "a.jpeg", "a.png"])
 def test_formats_load_as_rgb(tmp_path: Path, name: str) -> None:
-    Image.new("RGB", (8, 6), (0, 128, 255)).save(tmp_path / name, **({"lossless": True} if "webp" in name else {}))
+    Image.new("RGB", (8, 6), (0, 128, 255)).save(
+        tmp_path / name, **({"lossless": True} if "webp" in name else {})
+    )
     image = open_image(tmp_path / name)
     assert image.mode == "RGB" and image.size == (8, 6)
 
@@ -68,7 +70,9 @@ def test_truncated_and_fake_images_are_named(tmp_path: Path) -> None:
         with pytest.raises(DatasetError) as err:
             open_image(tmp_path / name)
         (line,) = err.value.lines
-        assert line.startswith(f"{tmp_path / name}: cannot read this image (") and line.endswith("replace or remove it")
+        assert line.startswith(f"{tmp_path / name}: cannot read this image (") and line.endswith(
+            "replace or remove it"
+        )
 
 
 def test_pad_square_centres_on_white() -> None:
@@ -90,7 +94,9 @@ def test_resize_rules() -> None:
     assert resize_image(Image.fromarray(small), 5, 5).size == (5, 5)
 
 
-@pytest.mark.parametrize(("src", "dst"), [(1000, 448), (896, 448), (1344, 448), (449, 448), (700, 300), (123, 50)])
+@pytest.mark.parametrize(
+    ("src", "dst"), [(1000, 448), (896, 448), (1344, 448), (449, 448), (700, 300), (123, 50)]
+)
 def test_area_resize_matches_opencv(src: int, dst: int) -> None:
     cv2 = pytest.importorskip("cv2")
     pixels = np.random.default_rng(src).integers(0, 256, (src, src + 7, 3), dtype=np.uint8)
@@ -102,7 +108,9 @@ def test_area_resize_matches_opencv(src: int, dst: int) -> None:
     assert difference.max() <= 1 and (difference > 0).mean() < 1e-4
 
 
-def _scene(width: int, height: int, subject: tuple[int, int, int, int], background: str = "white") -> Image.Image:
+def _scene(
+    width: int, height: int, subject: tuple[int, int, int, int], background: str = "white"
+) -> Image.Image:
     """A background with a detailed, coloured subject in the box (left, top, right, bottom)."""
     rng = np.random.default_rng(7)
     if background == "white":
@@ -133,7 +141,9 @@ def _covers(box: tuple[int, int, int, int], subject: tuple[int, int, int, int]) 
         ((900, 500), (560, 100, 880, 420), "texture"),
     ],
 )
-def test_focus_crop_finds_the_subject(size: tuple[int, int], subject: tuple[int, int, int, int], background: str) -> None:
+def test_focus_crop_finds_the_subject(
+    size: tuple[int, int], subject: tuple[int, int, int, int], background: str
+) -> None:
     image = _scene(*size, subject, background)
     box = focus_box(image)
     side = min(size)
@@ -143,7 +153,9 @@ def test_focus_crop_finds_the_subject(size: tuple[int, int], subject: tuple[int,
 
 
 def test_focus_crop_falls_back_to_the_centre() -> None:
-    assert focus_box(Image.new("RGB", (300, 100), (255, 255, 255))) == center_box(300, 100) == (100, 0, 200, 100)
+    assert (
+        focus_box(Image.new("RGB", (300, 100), (255, 255, 255))) == center_box(300, 100) == (100, 0, 200, 100)
+    )
     middle = focus_box(_scene(300, 100, (120, 10, 180, 90), "texture"))
     assert abs(middle[0] - 100) <= 2, middle
     assert focus_box(Image.new("RGB", (50, 50))) == (0, 0, 50, 50)

@@ -312,9 +312,9 @@ def test_block_wise_settings_go_into_network_args() -> None:
     args = train_args(rendered(cfg))
     assert args["network_args"] == [
         "conv_dim=8",
-        "conv_alpha=2",
+        "conv_alpha=2.0",
         "block_dims=" + ",".join(["4"] * 24 + ["8"]),
-        "block_alphas=" + ",".join(["2"] * 25),
+        "block_alphas=" + ",".join(["2.0"] * 25),
         "down_lr_weight=" + ",".join(["0.5"] * 12),
         "mid_lr_weight=0.25",
         "up_lr_weight=reverse_linear",
@@ -485,15 +485,12 @@ def test_extra_args_are_checked_and_written_last() -> None:
             make_config(run__extra_args={"learning_rate": 1e-3, "max_grad_nrm": 1.0, "max_grad_norm": "1"})
         )
     assert caught.value.lines == (
-        "run.extra_args.learning_rate: kohya_wrap already sets this from the config; use the matching config "
-        "key "
-        "instead",
+        "run.extra_args.learning_rate: kohya_wrap already sets this from the config; use the matching "
+        "config key instead",
         "run.extra_args.max_grad_nrm: unknown sd-scripts argument 'max_grad_nrm' for train_network.py (did "
-        "you "
-        "mean 'max_grad_norm'?)",
+        "you mean 'max_grad_norm'?)",
         "run.extra_args.max_grad_norm: sd-scripts argument 'max_grad_norm' for train_network.py must be "
-        "float, "
-        "got str '1'",
+        "float, got str '1'",
     )
 
 

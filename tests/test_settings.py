@@ -210,9 +210,8 @@ SEAART_LIMITS = [
         "sampling.sampler",
         "dpm++",
         "sampling.sampler: Input should be 'ddim', 'pndm', 'lms', 'euler', 'euler_a', 'heun', 'dpm_2', "
-        "'dpm_2_a', "
-        "'dpmsolver', 'dpmsolver++', 'dpmsingle', 'k_lms', 'k_euler', 'k_euler_a', 'k_dpm_2' or 'k_dpm_2_a' "
-        "(got 'dpm++')",
+        "'dpm_2_a', 'dpmsolver', 'dpmsolver++', 'dpmsingle', 'k_lms', 'k_euler', 'k_euler_a', 'k_dpm_2' or "
+        "'k_dpm_2_a' (got 'dpm++')",
     ),
     (
         "save every N epochs",
@@ -263,8 +262,7 @@ SEAART_LIMITS = [
         "optimizer.type",
         "adamw",
         "optimizer.type: Input should be 'AdamW', 'AdamW8bit', 'Adafactor', 'Lion', 'DAdaptation', "
-        "'DAdaptAdam' or "
-        "'Prodigy' (got 'adamw')",
+        "'DAdaptAdam' or 'Prodigy' (got 'adamw')",
     ),
     ("restarts", "optimizer.restarts", 0, "optimizer.restarts: Input should be greater than or equal to 1"),
     (
@@ -680,8 +678,7 @@ CHECK_ERRORS = [
         {"training.cache_text_encoder_outputs": True, "network.train_unet_only": True},
         [
             "training.shuffle_tags: cached text encoder outputs cannot shuffle tags; set shuffle_tags = "
-            "false or "
-            "cache_text_encoder_outputs = false"
+            "false or cache_text_encoder_outputs = false"
         ],
     ),
     (
@@ -701,8 +698,7 @@ CHECK_ERRORS = [
         },
         [
             "training.cache_text_encoder_outputs: cannot train only the text encoder from cached outputs; "
-            "turn one of "
-            "them off"
+            "turn one of them off"
         ],
     ),
     # check_fp8
@@ -810,8 +806,7 @@ CHECK_ERRORS = [
         {"sampling.prompts": [{"text": "zdm"}], "sampling.every_n_epochs": 11},
         [
             "sampling.every_n_epochs: 11 is more than training.epochs (10), so no samples would be made; "
-            "lower it or "
-            "set 0"
+            "lower it or set 0"
         ],
     ),
     # check_distributed
@@ -852,6 +847,16 @@ CHECK_ERRORS = [
         "sd15",
         {"optimizer.args": {"betas": [0.9, float("inf")]}},
         ["optimizer.args: the value of 'betas' must be a finite number"],
+    ),
+    # check_extra_args
+    (
+        "sd15",
+        {"run.extra_args": {"cache_latents_to_disk": True, "cache_text_encoder_outputs_to_disk": True}},
+        [
+            f"run.extra_args.{key}: disk caches beside the images go stale after re-tagging or image edits "
+            "and sd-scripts reuses them anyway; remove it (kohya_wrap caches in memory, per run)"
+            for key in ("cache_latents_to_disk", "cache_text_encoder_outputs_to_disk")
+        ],
     ),
 ]
 
@@ -932,8 +937,8 @@ CHECK_WARNINGS = [
         "sd15",
         {"network.dim": 8, "network.alpha": 16},
         [
-            "network.alpha: 16 is above dim 8, which scales updates up; SeaArt advises alpha ≤ dim, commonly "
-            "dim / 2 = 4"
+            "network.alpha: 16 is above dim 8, which scales updates up; SeaArt advises alpha ≤ dim, "
+            "commonly dim / 2 = 4"
         ],
     ),
     # check_adaptive_lr
@@ -953,11 +958,9 @@ CHECK_WARNINGS = [
         [
             "optimizer.text_encoder_lr: DAdaptAdam finds its own step size and wants 1.0, not 0.5",
             "optimizer.text_encoder_lr: DAdaptAdam uses only the first LR group, so separate U-Net and text "
-            "encoder "
-            "LRs are not honoured",
+            "encoder LRs are not honoured",
             "optimizer.type: DAdaptAdam needs the 'dadaptation' package, which sd-scripts does not install; "
-            "run "
-            "`pip install dadaptation` in its interpreter",
+            "run `pip install dadaptation` in its interpreter",
         ],
     ),
     ("sd15", {"optimizer.type": "Prodigy", "optimizer.learning_rate": 1.0}, []),
@@ -979,18 +982,16 @@ CHECK_WARNINGS = [
         "sdxl",
         {"training.mixed_precision": "fp16"},
         [
-            "training.mixed_precision: fp16 on sdxl risks NaN loss and black samples; use bf16 where the GPU "
-            "supports "
-            "it"
+            "training.mixed_precision: fp16 on sdxl risks NaN loss and black samples; use bf16 where the "
+            "GPU supports it"
         ],
     ),
     (
         "flux",
         {"training.mixed_precision": "fp16"},
         [
-            "training.mixed_precision: fp16 on flux risks NaN loss and black samples; use bf16 where the GPU "
-            "supports "
-            "it"
+            "training.mixed_precision: fp16 on flux risks NaN loss and black samples; use bf16 where the "
+            "GPU supports it"
         ],
     ),
     ("sd15", {"training.mixed_precision": "fp16"}, []),
@@ -1000,8 +1001,7 @@ CHECK_WARNINGS = [
         {"training.batch_size": 8},
         [
             "training.batch_size: 8 averages features across many images and needs much more VRAM; SeaArt "
-            "advises "
-            "starting at 2"
+            "advises starting at 2"
         ],
     ),
     ("sd15", {"training.batch_size": 7}, []),
@@ -1021,8 +1021,7 @@ CHECK_WARNINGS = [
         {"optimizer.type": "Adafactor", "optimizer.args": {"relative_step": True}},
         [
             "optimizer.args: Adafactor with relative_step = true ignores learning_rate, unet_lr, "
-            "text_encoder_lr and "
-            "the scheduler"
+            "text_encoder_lr and the scheduler"
         ],
     ),
     # check_noise
@@ -1047,8 +1046,7 @@ CHECK_WARNINGS = [
         {"tagging.trigger_word": "zdm", "sampling.prompts": [{"text": "1boy, solo"}]},
         [
             "sampling.prompts: no prompt contains the trigger word 'zdm', so the samples will not show what "
-            "the LoRA "
-            "learned"
+            "the LoRA learned"
         ],
     ),
     # check_family_quirks
@@ -1061,9 +1059,8 @@ CHECK_WARNINGS = [
         "sd15",
         {"optimizer.type": "DAdaptation", "optimizer.learning_rate": 1.0},
         [
-            "optimizer.type: DAdaptation needs the 'dadaptation' package, which sd-scripts does not install; "
-            "run "
-            "`pip install dadaptation` in its interpreter"
+            "optimizer.type: DAdaptation needs the 'dadaptation' package, which sd-scripts does not "
+            "install; run `pip install dadaptation` in its interpreter"
         ],
     ),
     (
@@ -1076,9 +1073,8 @@ CHECK_WARNINGS = [
         "sdxl",
         {"model.v_prediction": True},
         [
-            "model.v_prediction: set only for v-prediction checkpoints; an eps model trained as v-prediction "
-            "learns "
-            "noise"
+            "model.v_prediction: set only for v-prediction checkpoints; an eps model trained as "
+            "v-prediction learns noise"
         ],
     ),
     ("sdxl", {"model.variant": "noobai-vpred"}, []),
