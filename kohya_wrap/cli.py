@@ -85,7 +85,7 @@ def init(preset: str, output: Path | None) -> None:
     from kohya_wrap.files import write_new_file
     from kohya_wrap.presets import preset_path
 
-    text = preset_path(preset).read_text("utf-8")
+    preset_path(preset)  # an unknown name fails here, with a suggestion
     text = (f"# Started from the {preset} preset; `preset` pulls in its values, keys below override them.\n"
             f"preset = \"{preset}\"\n\n" + INIT_BODY)  # fmt: skip
     if output is None:

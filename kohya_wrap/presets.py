@@ -203,7 +203,7 @@ def validation_lines(exc: ValidationError) -> list[str]:
             message = _unknown_key_message(err["loc"])
         elif err["type"] == "missing":
             message = "required; add it to the config"
-        elif err["type"] == "literal_error":
+        elif err["type"] == "literal_error" or err["type"].endswith("_type"):
             message = f"{message} (got {err.get('input')!r})"
         if loc:
             lines.extend(f"{loc}: {m}" for m in message.split("\n"))

@@ -59,8 +59,6 @@ VARIANT_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 BLOCK_DIMS_LEN = {"sd15": 25, "sdxl": 23}
 BLOCK_LR_LEN = {"sd15": (12, 1, 12), "sdxl": (9, 3, 9)}
 
-PositiveInt = Annotated[int, Field(ge=1)]
-Rate = Annotated[float, Field(gt=0, le=1.0)]
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -68,7 +66,7 @@ _ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class Strict(BaseModel):
     """Base for every section: unknown keys are errors, never silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
 
 
 class ModelSettings(Strict):
@@ -352,7 +350,7 @@ def apply_defaults(cfg: Config) -> None:
     if ds.resolution is None:
         ds.resolution = merged["resolution"]
     if ds.min_bucket_reso is None:
-        ds.min_bucket_reso = min(256, ds.resolution)
+        ds.min_bucket_reso = min(256, ds.resolution // 64 * 64 or 64)
     if ds.max_bucket_reso is None:
         ds.max_bucket_reso = max(merged["max_bucket_reso"], ds.resolution)
     if ds.crop != "none" and ds.crop_size is None:

@@ -337,7 +337,7 @@ BAD_INPUT: list[tuple[str, Setup, list[str]]] = [
     (
         "wrong type",
         with_config('[training]\nepochs = "ten"\n'),
-        ["training.epochs: Input should be a valid integer, unable to parse string as an integer"],
+        ["training.epochs: Input should be a valid integer (got 'ten')"],
     ),
     (
         "wrong choice",
@@ -460,7 +460,7 @@ BAD_INPUT: list[tuple[str, Setup, list[str]]] = [
     (
         "bad --set value",
         with_args("render", "{config}", "--set", "training.epochs=[3", "-o", "{root}/out"),
-        ["training.epochs: Input should be a valid integer, unable to parse string as an integer"],
+        ["training.epochs: Input should be a valid integer (got '[3')"],
     ),
     (
         "invalid TOML",

@@ -269,7 +269,7 @@ SEAART_LIMITS = [
         "train U-Net only",
         "network.train_unet_only",
         "maybe",
-        "network.train_unet_only: Input should be a valid boolean, unable to interpret input",
+        "network.train_unet_only: Input should be a valid boolean (got 'maybe')",
     ),
     (
         "min SNR gamma",
@@ -292,7 +292,7 @@ SEAART_LIMITS = [
         "shuffle tags",
         "training.shuffle_tags",
         2,
-        "training.shuffle_tags: Input should be a valid boolean, unable to interpret input",
+        "training.shuffle_tags: Input should be a valid boolean (got 2)",
     ),
     (
         "keep N tokens",
@@ -1128,3 +1128,11 @@ def test_docs_settings_table_names_every_config_key_once() -> None:
     documented = re.findall(r"^\| `([a-z_.\[\]0-9]+)` \|", text, flags=re.MULTILINE)
     assert sorted(documented) == sorted(config_keys())
     assert "network.block_lr_weights.mid" in documented
+
+
+def test_strings_are_not_numbers_or_booleans() -> None:
+    # A TOML file says what type it means: "10" and "no" are strings, never silently converted.
+    base = {"model": {"family": "sd15", "base": "m"}, "dataset": {"dirs": [{"path": "d"}]}}
+    for section, key, value in (("training", "epochs", "10"), ("training", "shuffle_tags", "no")):
+        with pytest.raises(ConfigError, match=f"{section}.{key}: Input should be a valid"):
+            validate({**base, section: {key: value}})
