@@ -213,21 +213,30 @@ class RunTimings:
 
 
 def _segment(event: ev.Event, previous: Segment) -> Segment:
-    if isinstance(event, ev.Phase):
-        return (
-            "sampling"
-            if event.name == "sampling"
-            else "startup"
-            if event.name in _STARTUP_PHASES
-            else previous
-        )
-    if isinstance(event, ev.SampleSaved):
+    if isinstance(event, ev.Phase) and event.name in _STARTUP_PHASES:
+        return "startup"
+    if isinstance(event, ev.Phase) and event.name == "sampling" or isinstance(event, ev.SampleSaved):
         return "sampling"
     if isinstance(event, ev.CheckpointSaved | ev.StateSaved | ev.EpochFinished | ev.RunFinished):
         return "saving"
     if isinstance(event, ev.RunStarted | ev.EpochStarted | ev.Step):
         return "training"
     return previous
+
+
+def read_events(layout: RunLayout) -> list[tuple[ev.Event, float | None]]:
+    """Every readable event of a run with its time; a line cut short by a killed run is skipped."""
+    try:
+        lines = layout.events.read_text("utf-8").splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        try:
+            found.append(ev.from_json_timed(line))
+        except (ValueError, TypeError):
+            continue
+    return found
 
 
 def last_attempt(timed: Sequence[tuple[ev.Event, float | None]]) -> list[tuple[ev.Event, float]]:
@@ -326,18 +335,11 @@ def measure_run(root: Path) -> Measured | None:
     try:
         key = _key_from_toml(tomllib.loads(layout.config.read_text("utf-8")))
         record = json.loads(layout.run_json.read_text("utf-8"))
-        lines = layout.events.read_text("utf-8").splitlines()
     except (OSError, ValueError):
         return None
     if key is None or not isinstance(record, dict):
         return None
-    timed: list[tuple[ev.Event, float | None]] = []
-    for line in lines:
-        try:
-            timed.append(ev.from_json_timed(line))
-        except (ValueError, TypeError):
-            continue  # a line cut short when the run was killed
-    attempt = last_attempt(timed)
+    attempt = last_attempt(read_events(layout))
     timings = run_timings(attempt, iso_seconds(record.get("started")), iso_seconds(record.get("ended")))
     if timings.steps < 2:
         return None

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kohya_wrap import events as ev
 from kohya_wrap.errors import RunError
-from kohya_wrap.estimate import RunTimings, duration, iso_seconds, last_attempt, per_step, run_timings
+from kohya_wrap.estimate import (
+    RunTimings,
+    duration,
+    iso_seconds,
+    last_attempt,
+    per_step,
+    read_events,
+    run_timings,
+)
 from kohya_wrap.layout import RunLayout
 from kohya_wrap.outputs import LoraFile, collect, samples_by_epoch
 from kohya_wrap.runs import RunRecord, read_record
@@ -34,21 +42,6 @@ PREVIEW_JSON = "preview.json"
 
 
 # ---- reading the run ------------------------------------------------------------------------------
-
-
-def read_events(layout: RunLayout) -> list[tuple[ev.Event, float | None]]:
-    """Every readable event with its time; a line cut short by a killed run is skipped."""
-    try:
-        lines = layout.events.read_text("utf-8").splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        try:
-            found.append(ev.from_json_timed(line))
-        except (ValueError, TypeError):
-            continue
-    return found
 
 
 def read_prompts(layout: RunLayout) -> list[str]:
@@ -520,8 +513,14 @@ def _preview(layout: RunLayout) -> list[str]:
             f"{_esc(', '.join(f'{w:g}' for w in meta['weights']))}; "
             f"{_esc(meta['steps'])} steps, seed {_esc(meta['seed'])}, {_esc(meta['sampler'])}.</p>"
         )
+        prompts = meta["prompts"]
+        numbered = len(prompts) > 1
+        out += [
+            f"<p class='muted'>{f'#{i + 1} ' if numbered else ''}{_esc(text)}</p>"
+            for i, text in enumerate(prompts)
+        ]
     except (OSError, ValueError, KeyError, TypeError):
-        pass
+        pass  # a preview.json from an interrupted preview: the image alone still says most
     return [*out, _image(layout, PREVIEW_PNG, "LoRA preview by epoch and weight")]
 
 

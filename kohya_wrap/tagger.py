@@ -285,6 +285,9 @@ class Tagger:
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = threads or 0
         session_options.inter_op_num_threads = 1
+        # Idle inference threads sleep instead of spinning, so the decode threads get those cycles
+        # (and other programs too); on a busy CPU spinning made inference itself slower.
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if providers is None:
             available = ort.get_available_providers()
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]

@@ -48,6 +48,18 @@ def make(tmp_path: Path):  # type: ignore[no-untyped-def]
     return build
 
 
+def config_file(tmp_path: Path, preset: str) -> Path:
+    """A config on disk over the `make` fixture's model stand-ins and images."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'preset = "{preset}"\n[model]\nbase = "{tmp_path / "models" / "base.safetensors"}"\n'
+        f'[dataset]\ndirs = [{{ path = "{tmp_path / "10_zdm"}" }}]\n'
+        f'[run]\nruns_dir = "{tmp_path / "runs"}"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
 def gpu(free: float) -> es.Hardware:
     return es.Hardware(es.gpu_class_of(free + 0.5), "GPU", free, free + 0.5)
 
@@ -323,14 +335,8 @@ def test_duration_words() -> None:
 
 
 def test_estimate_command_for_a_named_gpu(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    config = tmp_path / "config.toml"
-    models, images = tmp_path / "models", tmp_path / "10_zdm"
-    config.write_text(
-        f'preset = "sdxl-pony-character"\n[model]\nbase = "{models / "base.safetensors"}"\n'
-        f'[dataset]\ndirs = [{{ path = "{images}" }}]\n[run]\nruns_dir = "{tmp_path / "runs"}"\n',
-        encoding="utf-8",
-    )
     make("sdxl-pony-character")  # writes the model stand-ins and the images
+    config = config_file(tmp_path, "sdxl-pony-character")
     result = CliRunner().invoke(main, ["estimate", str(config), "--gpu", "12gb"], catch_exceptions=False)
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
@@ -341,6 +347,49 @@ def test_estimate_command_for_a_named_gpu(make, tmp_path: Path) -> None:  # type
         "cost: 1000 (images × repeats × epochs, as SeaArt counts it)",
     ]
     assert result.stderr.startswith("warning: vram: ≈ 12.6 GB needed but 12.0 GB free")
+
+
+def test_train_warns_before_launch(
+    make, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    from kohya_wrap.cli import _print_plan
+    from kohya_wrap.presets import LoadedConfig
+
+    cfg, plan = make("sdxl-pony-character")
+    asked: list[int] = []
+
+    def smi(index: int = 0) -> es.Hardware:
+        asked.append(index)
+        return es.Hardware("12gb", "NVIDIA GeForce RTX 3060", 11.5, 12.0)
+
+    monkeypatch.setattr(es, "query_nvidia_smi", smi)
+    loaded = LoadedConfig(cfg, None, {})
+    _print_plan(loaded, plan)  # validate: never asks the GPU
+    assert asked == []
+    capsys.readouterr()
+    _print_plan(loaded, plan, read_gpu=True, quiet=True)  # train --json: only the warning, on stderr
+    out, err = capsys.readouterr()
+    assert asked == [0] and out == ""
+    assert err.startswith("warning: vram: ≈ 12.6 GB needed but 11.5 GB free")
+
+
+def test_estimate_command_probes_only_when_asked(
+    make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import kohya_wrap.doctor
+
+    make("sd15-character")
+    config = config_file(tmp_path, "sd15-character")
+    probe = {"torch": "2.6", "cuda": True, "gpu": "NVIDIA A100", "vram_free_gb": 70.0, "vram_total_gb": 79.2}
+    monkeypatch.setattr(kohya_wrap.doctor, "probe", lambda python, cwd: probe)
+    monkeypatch.setattr(es, "query_nvidia_smi", lambda index=0: None)
+    result = CliRunner().invoke(main, ["estimate", str(config), "--probe"], catch_exceptions=False)
+    assert result.stdout.splitlines()[1].startswith("time: ≈ ")
+    assert " on NVIDIA A100 (" in result.stdout.splitlines()[1]
+    assert result.stdout.splitlines()[2].startswith("vram: ≈ 7.2 GB peak of 70.0 GB free: fits")
+    result = CliRunner().invoke(main, ["estimate", str(config)], catch_exceptions=False)
+    assert result.stderr.startswith("note: no GPU found (nvidia-smi); give --gpu CLASS or --free-vram GB")
+    assert result.stdout.splitlines()[1].startswith("time (rough public figures by GPU memory): CPU ")
 
 
 # ---- the real CPU run -----------------------------------------------------------------------------

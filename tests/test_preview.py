@@ -143,7 +143,10 @@ def test_preview_grid_rows_are_epochs_and_columns_weights(run: RunLayout) -> Non
     assert (meta["epochs"], meta["weights"], meta["steps"], meta["seed"]) == ([2, 3], [0.5, 1.0], 20, 1)
     page = (run.report_dir / "index.html").read_text("utf-8")
     assert "<img src='preview.png'" in page
-    assert "Epochs 2, 3 at weights 0.5, 1; 20 steps, seed 1, euler_a." in page
+    assert (
+        "Epochs 2, 3 at weights 0.5, 1; 20 steps, seed 1, euler_a.</p>\n"
+        "<p class='muted'>zdm, 1boy, a red square</p>" in page
+    )
     assert "network mul: [0.0, 1.0]" in (run.report_dir / "preview.log").read_text("utf-8")
 
 
