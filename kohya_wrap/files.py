@@ -3,32 +3,62 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, then rename over it."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(path: Path) -> int:
+    """Keep an existing file's permissions; a new file gets the usual 0o666 minus the umask.
+
+    mkstemp makes its files private (0o600), which is wrong for captions, configs and reports.
+    """
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _temp_with(path: Path, data: bytes) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _new_file_mode(path))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, then rename over it."""
+    tmp = _temp_with(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically, replacing any existing file."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
 def write_new_file(path: Path, text: str) -> None:
     """Like write_atomic, but fails with FileExistsError instead of replacing an existing file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _temp_with(path, text.encode("utf-8"))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
         # link() refuses an existing target, so a file that appeared meanwhile is never replaced.
         os.link(tmp, path)
     finally:

@@ -16,10 +16,11 @@ from typing import Any
 
 from kohya_wrap import launch
 from kohya_wrap.errors import ConfigError, RunError, SdScriptsError, TrainingInterrupted
+from kohya_wrap.files import write_bytes_atomic
 from kohya_wrap.layout import RunLayout
 from kohya_wrap.outputs import LoraFile, collect
 from kohya_wrap.presets import validate
-from kohya_wrap.report import PREVIEW_JSON, PREVIEW_PNG, labelled_grid, write_bytes_atomic, write_report
+from kohya_wrap.report import PREVIEW_JSON, PREVIEW_PNG, labelled_grid, write_report
 from kohya_wrap.runs import RunRecord, read_record
 from kohya_wrap.settings import Config
 

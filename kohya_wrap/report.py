@@ -7,7 +7,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from kohya_wrap.estimate import (
     read_events,
     run_timings,
 )
+from kohya_wrap.files import write_bytes_atomic
 from kohya_wrap.layout import RunLayout
 from kohya_wrap.outputs import LoraFile, collect, samples_by_epoch
 from kohya_wrap.runs import RunRecord, read_record
@@ -336,21 +336,6 @@ def render_loss(series: LossSeries) -> bytes:
 
 
 # ---- the page -------------------------------------------------------------------------------------
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file and a rename, so a browser never loads half an image or page."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        # mkstemp makes the file private; a report is meant to be opened, copied and served.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_png(image: Image.Image, path: Path) -> None:
