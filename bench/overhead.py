@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import builder, cached_asset, asset_key, random_model, run_builder, tokenizers_dir  # noqa: E402
+from conftest import asset_key, builder, cached_asset, random_model, run_builder, tokenizers_dir  # noqa: E402
 
 from kohya_wrap.dataset import plan_steps, scan  # noqa: E402
 from kohya_wrap.launch import plan_training  # noqa: E402
@@ -34,8 +34,11 @@ def make_config(folder: Path) -> Path:
     tokenizers = tokenizers_dir()
     model = random_model("sd15", tokenizers)
     script = builder("make_images.py")
-    images = cached_asset("images", asset_key(script, "4", "64"),
-                          lambda out: run_builder(sys.executable, str(script), str(out), "--count", "4", "--size", "64"))  # fmt: skip
+    images = cached_asset(
+        "images",
+        asset_key(script, "4", "64"),
+        lambda out: run_builder(sys.executable, str(script), str(out), "--count", "4", "--size", "64"),
+    )
     data = folder / "e2etok"
     shutil.copytree(images, data)
     config = folder / "bench.toml"
@@ -71,8 +74,12 @@ runs_dir = "{folder / "runs"}"
 
 def run_wrapper(config: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "kohya_wrap", "train", str(config)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "kohya_wrap", "train", str(config)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -82,9 +89,19 @@ def run_direct(config: Path, folder: Path) -> float:
     layout = write_rendered_folder(folder, loaded, plan)
     launch = plan_training(loaded.config, layout, "train_network.py")
     start = time.perf_counter()
-    subprocess.run(launch.argv, cwd=launch.cwd, env={**os.environ, **launch.env}, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        launch.argv,
+        cwd=launch.cwd,
+        env={**os.environ, **launch.env},
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
+
+
+def row(name: str, times: list[float]) -> str:
+    return f"| {name} | {statistics.median(times):.2f} s | {', '.join(f'{t:.1f}' for t in times)} |"
 
 
 def main() -> None:
@@ -101,20 +118,22 @@ def main() -> None:
             wrapped.append(run_wrapper(config))
             direct.append(run_direct(config, Path(tmp) / f"direct-{i}"))
     ratio = statistics.median(wrapped) / statistics.median(direct)
-    text = "\n".join([
-        "# Overhead of `kohya-wrap train` over a direct `accelerate launch`",
-        "",
-        f"Command: `python bench/overhead.py --runs {args.runs}` (CPU, random SD1.5, 4 images of 64 px, 2 epochs,",
-        "2 samples per epoch; the same rendered files; runs interleaved).",
-        "",
-        "| | median wall | runs (s) |",
-        "|---|---|---|",
-        f"| direct `accelerate launch` | {statistics.median(direct):.2f} s | {', '.join(f'{t:.1f}' for t in direct)} |",
-        f"| `kohya-wrap train` | {statistics.median(wrapped):.2f} s | {', '.join(f'{t:.1f}' for t in wrapped)} |",
-        "",
-        f"Ratio: **{ratio:.3f}** (goal ≤ {GOAL}; {'met' if ratio <= GOAL else 'NOT met'}).",
-        "",
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            "# Overhead of `kohya-wrap train` over a direct `accelerate launch`",
+            "",
+            f"Command: `python bench/overhead.py --runs {args.runs}` (CPU, random SD1.5, 4 images of 64 px, 2 epochs,",
+            "2 samples per epoch; the same rendered files; runs interleaved).",
+            "",
+            "| | median wall | runs (s) |",
+            "|---|---|---|",
+            row("direct `accelerate launch`", direct),
+            row("`kohya-wrap train`", wrapped),
+            "",
+            f"Ratio: **{ratio:.3f}** (goal ≤ {GOAL}; {'met' if ratio <= GOAL else 'NOT met'}).",
+            "",
+        ]
+    )
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -72,7 +72,9 @@ def main() -> None:
         goal = GOALS.get(name)
         ratio = median / base
         met = "" if goal is None else ("yes" if ratio <= goal else "NO")
-        lines.append(f"| `{name}` | {median * 1000:.0f} ms | {ratio:.2f}× | {'' if goal is None else f'≤ {goal:g}×'} | {met} |")
+        lines.append(
+            f"| `{name}` | {median * 1000:.0f} ms | {ratio:.2f}× | {'' if goal is None else f'≤ {goal:g}×'} | {met} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

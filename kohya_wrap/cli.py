@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 
 CONFIG_ARG = click.argument("config", type=click.Path(path_type=Path), required=False)
 SET_OPTION = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
     help="Override a config value, e.g. --set training.epochs=5 (value is TOML; repeatable).",
-)  # fmt: skip
+)
 PRESET_OPTION = click.option("--preset", help="Start from this preset (see `kohya-wrap presets`).")
 
 
@@ -86,8 +89,10 @@ def init(preset: str, output: Path | None) -> None:
     from kohya_wrap.presets import preset_path
 
     preset_path(preset)  # an unknown name fails here, with a suggestion
-    text = (f"# Started from the {preset} preset; `preset` pulls in its values, keys below override them.\n"
-            f"preset = \"{preset}\"\n\n" + INIT_BODY)  # fmt: skip
+    text = (
+        f"# Started from the {preset} preset; `preset` pulls in its values, keys below override them.\n"
+        f'preset = "{preset}"\n\n' + INIT_BODY
+    )
     if output is None:
         click.echo(text, nl=False)
         return
@@ -162,8 +167,9 @@ def _print_plan(loaded: LoadedConfig, plan: StepPlan, read_gpu: bool = False, qu
 @PRESET_OPTION
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="New folder to write the files into.")
 @click.option("--new-run", is_flag=True, help="Write into a new run folder under run.runs_dir instead.")
-def render(config: Path | None, overrides: tuple[str, ...], preset: str | None, output: Path | None,
-           new_run: bool) -> None:  # fmt: skip
+def render(
+    config: Path | None, overrides: tuple[str, ...], preset: str | None, output: Path | None, new_run: bool
+) -> None:
     """Write the files sd-scripts would read for CONFIG into a new folder."""
     from kohya_wrap.errors import ConfigError
     from kohya_wrap.runs import create_run, write_rendered_folder
@@ -185,13 +191,24 @@ def render(config: Path | None, overrides: tuple[str, ...], preset: str | None, 
 @CONFIG_ARG
 @SET_OPTION
 @PRESET_OPTION
-@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
-              help="Continue RUN_DIR from its last saved state (no CONFIG then).")  # fmt: skip
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(path_type=Path),
+    help="Continue RUN_DIR from its last saved state (no CONFIG then).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the command and the rendered files; start nothing.")
 @click.option("--json", "json_lines", is_flag=True, help="Stream events as JSON lines on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Also show sd-scripts' own output live.")
-def train(config: Path | None, overrides: tuple[str, ...], preset: str | None, resume_dir: Path | None,
-          dry_run: bool, json_lines: bool, verbose: bool) -> None:  # fmt: skip
+def train(
+    config: Path | None,
+    overrides: tuple[str, ...],
+    preset: str | None,
+    resume_dir: Path | None,
+    dry_run: bool,
+    json_lines: bool,
+    verbose: bool,
+) -> None:
     """Train a LoRA with sd-scripts: new run folder, live progress, per-epoch LoRAs, report."""
     from kohya_wrap.doctor import model_file_problems
     from kohya_wrap.errors import ConfigError
@@ -265,8 +282,10 @@ def runs(runs_dir: Path) -> None:
             click.echo(f"{layout.root.name:40} unreadable run.json")
             continue
         ended = record.ended or record.started or record.created
-        click.echo(f"{layout.root.name:40} {record.status:12} {record.family:5} {record.total_steps:>6} steps  "
-                   f"{ended}  {record.reason or ''}".rstrip())  # fmt: skip
+        click.echo(
+            f"{layout.root.name:40} {record.status:12} {record.family:5} {record.total_steps:>6} steps  "
+            f"{ended}  {record.reason or ''}".rstrip()
+        )
 
 
 @main.command()
@@ -285,8 +304,10 @@ def outputs(run_dir: Path, metadata: bool) -> None:
         click.echo(f"no LoRA files yet in {layout.output_dir} (run status: {record.status})")
     for lora in files:
         label = f"epoch {lora.epoch}" if lora.epoch is not None else f"step {lora.step}"
-        click.echo(f"{label:10} {lora.size / 2**20:8.1f} MiB  {lora.path.relative_to(layout.root)}"
-                   + ("  (final)" if lora.final else ""))  # fmt: skip
+        click.echo(
+            f"{label:10} {lora.size / 2**20:8.1f} MiB  {lora.path.relative_to(layout.root)}"
+            + ("  (final)" if lora.final else "")
+        )
         for sample in lora.samples:
             click.echo(f"{'':10} sample    {sample.relative_to(layout.root)}")
         if metadata:
@@ -371,8 +392,7 @@ def _print_tagging(result: FolderTagging) -> None:
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option(
     "--model",
-    help="Tagger: a folder with model.onnx and selected_tags.csv, or a hub id "
-    "[default: SmilingWolf/wd-vit-tagger-v3].",
+    help="Tagger: a folder with model.onnx and selected_tags.csv, or a hub id [default: SmilingWolf/wd-vit-tagger-v3].",
 )
 @click.option(
     "--general-threshold",
@@ -402,15 +422,11 @@ def _print_tagging(result: FolderTagging) -> None:
     type=click.Path(path_type=Path),
     help="New folder for the prepared images and captions [default: caption FOLDER in place].",
 )
-@click.option(
-    "--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up)."
-)
+@click.option("--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up).")
 @click.option("--batch-size", type=int, help="Images per inference call [default: 1 on a CPU, 8 on a GPU].")
 @click.option("--threads", type=int, help="CPU threads for inference [default: all cores].")
 @click.option("--decode-threads", type=int, help="Threads decoding images ahead of inference.")
-@click.option(
-    "--int8", is_flag=True, help="Run an int8 copy of the model: faster on CPUs, tags differ slightly."
-)
+@click.option("--int8", is_flag=True, help="Run an int8 copy of the model: faster on CPUs, tags differ slightly.")
 @click.option("--rating-tags", is_flag=True, help="Add the rating tag (general, sensitive, …).")
 @click.option("--replace-underscores", is_flag=True, help="Write 'green hair' instead of 'green_hair'.")
 @click.option("--undesired", metavar="TAG,TAG", help="Tags never written.")
@@ -496,12 +512,8 @@ def tag(
 @main.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--remove", metavar="TAG,TAG", help="Remove these tags from every caption.")
-@click.option(
-    "--replace", multiple=True, metavar="OLD=NEW", help="Replace a tag (repeatable, or OLD=NEW,OLD=NEW)."
-)
-@click.option(
-    "--auto-prune", is_flag=True, help="Remove the tags most images share: the character's own traits."
-)
+@click.option("--replace", multiple=True, metavar="OLD=NEW", help="Replace a tag (repeatable, or OLD=NEW,OLD=NEW).")
+@click.option("--auto-prune", is_flag=True, help="Remove the tags most images share: the character's own traits.")
 @click.option(
     "--min-share",
     type=float,
@@ -509,9 +521,7 @@ def tag(
     show_default=True,
     help="Auto-prune: share of the images a tag must be in to go.",
 )
-@click.option(
-    "--keep", metavar="TAG,TAG", help="Auto-prune never removes these (added to the generic keep-list)."
-)
+@click.option("--keep", metavar="TAG,TAG", help="Auto-prune never removes these (added to the generic keep-list).")
 @click.option("--trigger", help="Put this trigger word first in every caption (never pruned).")
 @click.option("--apply", "apply_changes", is_flag=True, help="Write the changes; without it, only show them.")
 @click.option("--caption-extension", default=".txt", show_default=True, help="Caption file extension.")
@@ -572,8 +582,7 @@ def tags(
         click.echo(f"replace {old} → {new}: {_count(images_with.get(tag_key(old), 0), 'caption')}")
     if plan.emptied:
         echo_err(
-            f"warning: {len(plan.emptied)} captions would be left empty and stay as they are: "
-            f"{_names(plan.emptied)}"
+            f"warning: {len(plan.emptied)} captions would be left empty and stay as they are: {_names(plan.emptied)}"
         )
     if not plan.changes:
         if removed or proposed or replacements or trigger:
@@ -597,14 +606,10 @@ def tags(
     type=click.Path(path_type=Path),
     help="Where cropped copies go, one folder per dataset folder [default: prepared/ beside CONFIG].",
 )
-@click.option(
-    "--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up)."
-)
+@click.option("--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up).")
 @click.option("--batch-size", type=int, help="Images per inference call [default: 1 on a CPU, 8 on a GPU].")
 @click.option("--threads", type=int, help="CPU threads for inference [default: all cores].")
-@click.option(
-    "--int8", is_flag=True, help="Run an int8 copy of the tagger: faster on CPUs, tags differ slightly."
-)
+@click.option("--int8", is_flag=True, help="Run an int8 copy of the tagger: faster on CPUs, tags differ slightly.")
 def prepare(
     config: Path,
     overrides: tuple[str, ...],
@@ -622,9 +627,7 @@ def prepare(
     options = tag_options(cfg.tagging)
 
     def make_tagger() -> Tagger:
-        return Tagger(
-            resolve_model(cfg.tagging.model), options, batch_size=batch_size, threads=threads, int8=int8
-        )
+        return Tagger(resolve_model(cfg.tagging.model), options, batch_size=batch_size, threads=threads, int8=int8)
 
     out_root = out or config.resolve().parent / "prepared"
     done = prepare_dataset(cfg, out_root, make_tagger, overwrite=overwrite, progress=_tag_progress())
@@ -719,9 +722,7 @@ def estimate_command(
         gpu = cfg.run.gpu_ids[0] if isinstance(cfg.run.gpu_ids, list) and cfg.run.gpu_ids else 0
         hardware = est.query_nvidia_smi(gpu)
     if hardware is None:
-        echo_err(
-            "note: no GPU found (nvidia-smi); give --gpu CLASS or --free-vram GB to check a GPU's memory"
-        )
+        echo_err("note: no GPU found (nvidia-smi); give --gpu CLASS or --free-vram GB to check a GPU's memory")
     # Earlier runs tell how fast this machine is, not a GPU the user names.
     history = est.measured_runs(runs_dir(cfg)) if gpu_class is None and free_vram is None else []
     result = est.estimate(cfg, plan, hardware, history)
@@ -737,9 +738,7 @@ def estimate_command(
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--epochs", metavar="N,N", help="Epochs to render, e.g. 8,10 [default: the last 3 saved].")
-@click.option(
-    "--weights", metavar="W,W", default="0.7,0.8,1.0", show_default=True, help="LoRA weights to compare."
-)
+@click.option("--weights", metavar="W,W", default="0.7,0.8,1.0", show_default=True, help="LoRA weights to compare.")
 @click.option(
     "--prompt",
     "prompts",
@@ -748,9 +747,7 @@ def estimate_command(
     help="Prompt to render (repeatable) [default: the run's first sample prompt].",
 )
 @click.option("--steps", type=click.IntRange(1, 1000), help="Sampling steps [default: the sample prompt's].")
-@click.option(
-    "--seed", type=click.IntRange(0, 2**32 - 1), help="Seed for every image [default: the sample prompt's]."
-)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed for every image [default: the sample prompt's].")
 @click.option("--sampler", help="Sampler, e.g. euler_a [default: the run's sampling.sampler].")
 @click.option("-v", "--verbose", is_flag=True, help="Show gen_img.py's output live.")
 def preview(
@@ -791,9 +788,7 @@ def preview(
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--port", type=click.IntRange(1, 65535), default=6006, show_default=True)
-@click.option(
-    "--print", "print_only", is_flag=True, help="Print the command instead of starting TensorBoard."
-)
+@click.option("--print", "print_only", is_flag=True, help="Print the command instead of starting TensorBoard.")
 def tensorboard(run_dirs: tuple[Path, ...], port: int, print_only: bool) -> None:
     """Start TensorBoard on the loss and learning-rate logs of one or more runs, each under its name."""
     import contextlib

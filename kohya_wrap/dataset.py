@@ -79,13 +79,17 @@ class DatasetReport:
         for f in self.folders:
             missing = f.missing_captions
             if missing and f.class_token:
-                messages.append(f"dataset.dirs.{f.index}.path: {len(missing)} of {len(f.images)} images have no "
-                                f"{self.caption_extension} caption and will be captioned '{f.class_token}': "
-                                f"{_names(missing)}")  # fmt: skip
+                messages.append(
+                    f"dataset.dirs.{f.index}.path: {len(missing)} of {len(f.images)} images have no "
+                    f"{self.caption_extension} caption and will be captioned '{f.class_token}': "
+                    f"{_names(missing)}"
+                )
             elif missing:
-                messages.append(f"dataset.dirs.{f.index}.path: {len(missing)} of {len(f.images)} images have no "
-                                f"{self.caption_extension} caption and train with an empty one: {_names(missing)}; "
-                                "run `kohya-wrap tag` on the folder")  # fmt: skip
+                messages.append(
+                    f"dataset.dirs.{f.index}.path: {len(missing)} of {len(f.images)} images have no "
+                    f"{self.caption_extension} caption and train with an empty one: {_names(missing)}; "
+                    "run `kohya-wrap tag` on the folder"
+                )
         return messages
 
 
@@ -105,9 +109,7 @@ def _is_image_name(path: Path) -> bool:
 
 
 def _mixed_case_images(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_image_name(p)
-    )
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_image_name(p))
 
 
 def read_size(path: Path) -> tuple[int, int] | None:
@@ -118,8 +120,9 @@ def read_size(path: Path) -> tuple[int, int] | None:
     return (int(width), int(height)) if width > 0 and height > 0 else None
 
 
-def scan_folder(index: int, folder: Path, repeats: int, is_reg: bool, class_token: str | None,
-                caption_extension: str) -> FolderReport:  # fmt: skip
+def scan_folder(
+    index: int, folder: Path, repeats: int, is_reg: bool, class_token: str | None, caption_extension: str
+) -> FolderReport:
     where = f"dataset.dirs.{index}.path"
     if not folder.exists():
         raise DatasetError(f"{where}: folder not found: {folder}")
@@ -127,13 +130,18 @@ def scan_folder(index: int, folder: Path, repeats: int, is_reg: bool, class_toke
         raise DatasetError(f"{where}: not a folder: {folder}")
     skipped = _mixed_case_images(folder)
     if skipped:
-        raise DatasetError(f"{where}: sd-scripts reads only lower- or upper-case extensions (.png or .PNG) "
-                           f"and would skip {_names(skipped)}; rename them")  # fmt: skip
+        raise DatasetError(
+            f"{where}: sd-scripts reads only lower- or upper-case extensions (.png or .PNG) "
+            f"and would skip {_names(skipped)}; rename them"
+        )
     images = list_images(folder)
     if not images:
         nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and list_images(p))
-        hint = (f"; images are in its subfolders {', '.join(nested)}: list those in dataset.dirs" if nested
-                else "; add PNG, JPEG, WebP or BMP images")  # fmt: skip
+        hint = (
+            f"; images are in its subfolders {', '.join(nested)}: list those in dataset.dirs"
+            if nested
+            else "; add PNG, JPEG, WebP or BMP images"
+        )
         raise DatasetError(f"{where}: no images in {folder}{hint}")
     infos: list[ImageInfo] = []
     other: list[Path] = []
@@ -144,8 +152,13 @@ def scan_folder(index: int, folder: Path, repeats: int, is_reg: bool, class_toke
         if has_caption and caption.stat().st_size == 0:
             empty.append(caption)
         if not has_caption:
-            other.extend(alt for ext in KNOWN_CAPTION_EXTENSIONS if ext != caption_extension
-                         for alt in [image.with_suffix(ext)] if alt.is_file())  # fmt: skip
+            other.extend(
+                alt
+                for ext in KNOWN_CAPTION_EXTENSIONS
+                if ext != caption_extension
+                for alt in [image.with_suffix(ext)]
+                if alt.is_file()
+            )
         infos.append(ImageInfo(image, read_size(image), caption if has_caption else None))
     return FolderReport(index, folder, repeats, is_reg, class_token, tuple(infos), tuple(other), tuple(empty))
 
@@ -163,13 +176,17 @@ def scan(cfg: Config) -> DatasetReport:
         if f.unreadable:
             problems.append(f"{where}: cannot read these images (corrupt or not images): {_names(f.unreadable)}")
         if f.empty_captions:
-            problems.append(f"{where}: empty caption files make sd-scripts stop: {_names(f.empty_captions)}; "
-                            "write tags into them or delete them")  # fmt: skip
+            problems.append(
+                f"{where}: empty caption files make sd-scripts stop: {_names(f.empty_captions)}; "
+                "write tags into them or delete them"
+            )
         if f.other_captions:
             found = sorted({p.suffix for p in f.other_captions})
-            problems.append(f"{where}: {len(f.other_captions)} images have {'/'.join(found)} captions but "
-                            f"dataset.caption_extension is {ext}, so they would be ignored; set "
-                            f"caption_extension = \"{found[0]}\" or rename them")  # fmt: skip
+            problems.append(
+                f"{where}: {len(f.other_captions)} images have {'/'.join(found)} captions but "
+                f"dataset.caption_extension is {ext}, so they would be ignored; set "
+                f'caption_extension = "{found[0]}" or rename them'
+            )
     if problems:
         raise DatasetError(*problems)
     return DatasetReport(tuple(folders), ext)

@@ -81,45 +81,94 @@ def probe(python: str, cwd: Path) -> dict[str, Any]:
 
 def git_head(path: Path) -> str | None:
     try:
-        return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()  # fmt: skip
+        return subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
 def check_checkout(root: Path) -> list[Check]:
     if not (root / "train_network.py").is_file():
-        return [Check("sd-scripts", "fail", f"no sd-scripts checkout at {root}",
-                      "run `make setup` (fetches the vendor/sd-scripts submodule) or set run.sd_scripts_dir")]  # fmt: skip
+        return [
+            Check(
+                "sd-scripts",
+                "fail",
+                f"no sd-scripts checkout at {root}",
+                "run `make setup` (fetches the vendor/sd-scripts submodule) or set run.sd_scripts_dir",
+            )
+        ]
     pinned = load_spec().sd_scripts_commit
     head = git_head(root)
     if head != pinned:
-        return [Check("sd-scripts", "warn", f"{root} is at {head or 'an unknown commit'}, kohya_wrap is checked "
-                      f"against {pinned[:12]}", "run `git submodule update vendor/sd-scripts`")]  # fmt: skip
+        return [
+            Check(
+                "sd-scripts",
+                "warn",
+                f"{root} is at {head or 'an unknown commit'}, kohya_wrap is checked against {pinned[:12]}",
+                "run `git submodule update vendor/sd-scripts`",
+            )
+        ]
     return [Check("sd-scripts", "ok", f"{root} at the pinned commit {pinned[:12]}")]
 
 
 def check_interpreter(info: dict[str, Any], python: str) -> list[Check]:
     if "error" in info:
-        return [Check("interpreter", "fail", f"{python} did not run: {info['error']}",
-                      "set run.python to a Python with sd-scripts' requirements, or run `make setup`")]  # fmt: skip
+        return [
+            Check(
+                "interpreter",
+                "fail",
+                f"{python} did not run: {info['error']}",
+                "set run.python to a Python with sd-scripts' requirements, or run `make setup`",
+            )
+        ]
     checks = [Check("python", "ok", f"{python} (Python {info['python']})")]
     if info.get("torch") is None or "torch_error" in info:
-        checks.append(Check("torch", "fail", info.get("torch_error", "torch is not installed"),
-                            "install torch into that interpreter (`make setup`)"))  # fmt: skip
+        checks.append(
+            Check(
+                "torch",
+                "fail",
+                info.get("torch_error", "torch is not installed"),
+                "install torch into that interpreter (`make setup`)",
+            )
+        )
     elif info.get("cuda"):
-        checks.append(Check("gpu", "ok", f"{info['gpu']} ×{info['gpu_count']}, {info['vram_free_gb']:.1f} of "
-                            f"{info['vram_total_gb']:.1f} GiB free, bf16 {'yes' if info['bf16'] else 'no'}"))  # fmt: skip
+        checks.append(
+            Check(
+                "gpu",
+                "ok",
+                f"{info['gpu']} ×{info['gpu_count']}, {info['vram_free_gb']:.1f} of "
+                f"{info['vram_total_gb']:.1f} GiB free, bf16 {'yes' if info['bf16'] else 'no'}",
+            )
+        )
     else:
-        checks.append(Check("gpu", "warn", f"torch {info['torch']} sees no CUDA GPU: training runs on the CPU "
-                            "(hours for real models)", "install a CUDA build of torch matching your driver"))  # fmt: skip
+        checks.append(
+            Check(
+                "gpu",
+                "warn",
+                f"torch {info['torch']} sees no CUDA GPU: training runs on the CPU (hours for real models)",
+                "install a CUDA build of torch matching your driver",
+            )
+        )
     transformers = info.get("transformers")
     if transformers and int(transformers.split(".")[0]) >= 5:
-        checks.append(Check("transformers", "fail", f"transformers {transformers} breaks sd-scripts",
-                            "pip install 'transformers<5' (sd-scripts pins 4.54.1)"))  # fmt: skip
+        checks.append(
+            Check(
+                "transformers",
+                "fail",
+                f"transformers {transformers} breaks sd-scripts",
+                "pip install 'transformers<5' (sd-scripts pins 4.54.1)",
+            )
+        )
     if info.get("train_util") is not True:
-        checks.append(Check("sd-scripts import", "fail", f"library.train_util does not import: {info.get('train_util')}",
-                            "install sd-scripts' requirements: cd vendor/sd-scripts && pip install -r requirements.txt"))  # fmt: skip
+        checks.append(
+            Check(
+                "sd-scripts import",
+                "fail",
+                f"library.train_util does not import: {info.get('train_util')}",
+                "install sd-scripts' requirements: cd vendor/sd-scripts && pip install -r requirements.txt",
+            )
+        )
     else:
         checks.append(Check("sd-scripts import", "ok", "library.train_util imports"))
     return checks
@@ -129,8 +178,9 @@ def check_accelerate_default() -> Check:
     home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     default = Path(os.environ.get("ACCELERATE_CONFIG_FILE", home / "accelerate" / "default_config.yaml"))
     if default.exists():
-        return Check("accelerate config", "ok", f"{default} exists but is not used: each run passes its own "
-                     "accelerate.yaml")  # fmt: skip
+        return Check(
+            "accelerate config", "ok", f"{default} exists but is not used: each run passes its own accelerate.yaml"
+        )
     return Check("accelerate config", "ok", "no default accelerate config; each run passes its own accelerate.yaml")
 
 
@@ -141,18 +191,26 @@ def _path_check(name: str, value: str | None, required: bool) -> Check | None:
     if path.exists():
         return Check(name, "ok", str(path))
     if not path.is_absolute() and value.count("/") == 1:
-        return Check(name, "warn", f"'{value}' is not a local path, so sd-scripts will download it from the "
-                     "Hugging Face hub", "download it once and point the config at the file")  # fmt: skip
+        return Check(
+            name,
+            "warn",
+            f"'{value}' is not a local path, so sd-scripts will download it from the Hugging Face hub",
+            "download it once and point the config at the file",
+        )
     return Check(name, "fail", f"not found: {value}", f"fix {name} (a .safetensors file or a diffusers folder)")
 
 
 def check_model_files(cfg: Config) -> list[Check]:
     m = cfg.model
-    return [c for c in (
-        _path_check("model.base", m.base, True),
-        _path_check("model.vae", m.vae, False),
-        *(_path_check(f"model.{k}", getattr(m, k), m.family == "flux") for k in ("clip_l", "t5xxl", "ae")),
-    ) if c is not None]  # fmt: skip
+    return [
+        c
+        for c in (
+            _path_check("model.base", m.base, True),
+            _path_check("model.vae", m.vae, False),
+            *(_path_check(f"model.{k}", getattr(m, k), m.family == "flux") for k in ("clip_l", "t5xxl", "ae")),
+        )
+        if c is not None
+    ]
 
 
 def model_file_problems(cfg: Config) -> list[str]:
@@ -165,28 +223,60 @@ def check_config(cfg: Config, info: dict[str, Any]) -> list[Check]:
     checks = check_model_files(cfg)
     needed = TOKENIZERS[m.family]
     if m.tokenizer_cache_dir is None:
-        checks.append(Check("tokenizers", "warn", "model.tokenizer_cache_dir is not set: sd-scripts downloads "
-                            "tokenizers from the hub at start", "set it to a folder with saved tokenizers for "
-                            "offline runs"))  # fmt: skip
+        checks.append(
+            Check(
+                "tokenizers",
+                "warn",
+                "model.tokenizer_cache_dir is not set: sd-scripts downloads tokenizers from the hub at start",
+                "set it to a folder with saved tokenizers for offline runs",
+            )
+        )
     else:
         missing = [t for t in needed if not (Path(m.tokenizer_cache_dir) / t).is_dir()]
-        checks.append(Check("tokenizers", "warn", f"missing in {m.tokenizer_cache_dir}: {', '.join(missing)} "
-                            "(sd-scripts will download them)", "save them there for offline runs") if missing else
-                      Check("tokenizers", "ok", f"{m.tokenizer_cache_dir} has {', '.join(needed)}"))  # fmt: skip
+        checks.append(
+            Check(
+                "tokenizers",
+                "warn",
+                f"missing in {m.tokenizer_cache_dir}: {', '.join(missing)} (sd-scripts will download them)",
+                "save them there for offline runs",
+            )
+            if missing
+            else Check("tokenizers", "ok", f"{m.tokenizer_cache_dir} has {', '.join(needed)}")
+        )
     package = OPTIMIZER_PACKAGES.get(cfg.optimizer.type)
     if package and "error" not in info and info.get(package.replace("_", "-")) is None:
-        checks.append(Check("optimizer", "fail", f"{cfg.optimizer.type} needs the '{package}' package",
-                            f"pip install {package.replace('_', '-')} (into the sd-scripts interpreter)"))  # fmt: skip
+        checks.append(
+            Check(
+                "optimizer",
+                "fail",
+                f"{cfg.optimizer.type} needs the '{package}' package",
+                f"pip install {package.replace('_', '-')} (into the sd-scripts interpreter)",
+            )
+        )
     if cfg.training.attention == "xformers" and "error" not in info and info.get("xformers") is None:
-        checks.append(Check("xformers", "fail", "training.attention = xformers but xformers is not installed",
-                            "pip install -e '.[xformers]', or use attention = \"sdpa\""))  # fmt: skip
+        checks.append(
+            Check(
+                "xformers",
+                "fail",
+                "training.attention = xformers but xformers is not installed",
+                "pip install -e '.[xformers]', or use attention = \"sdpa\"",
+            )
+        )
     if cfg.training.mixed_precision == "bf16" and info.get("cuda") and not info.get("bf16"):
-        checks.append(Check("precision", "fail", f"{info.get('gpu')} has no bf16", "set training.mixed_precision = \"fp16\""))
+        checks.append(
+            Check("precision", "fail", f"{info.get('gpu')} has no bf16", 'set training.mixed_precision = "fp16"')
+        )
     runs = Path(cfg.run.runs_dir).expanduser()
     probe_dir = next((p for p in (runs, *runs.resolve().parents) if p.exists()), Path.cwd())
     free_gb = shutil.disk_usage(probe_dir).free / 2**30
-    checks.append(Check("disk", "ok" if free_gb >= MIN_FREE_DISK_GB else "fail", f"{free_gb:.1f} GiB free for "
-                        f"{runs}", "" if free_gb >= MIN_FREE_DISK_GB else "free some disk or set run.runs_dir"))  # fmt: skip
+    checks.append(
+        Check(
+            "disk",
+            "ok" if free_gb >= MIN_FREE_DISK_GB else "fail",
+            f"{free_gb:.1f} GiB free for {runs}",
+            "" if free_gb >= MIN_FREE_DISK_GB else "free some disk or set run.runs_dir",
+        )
+    )
     return checks
 
 

@@ -528,9 +528,7 @@ def vram_fixes(k: _Knobs, free_gb: float) -> tuple[VramFix, ...]:
             "encodes the images once, so the VAE leaves the GPU",
         )
     if k.family in ("sdxl", "flux") and not k.fp8_base and k.precision != "no" and _total(k) > budget:
-        k = add(
-            replace(k, fp8_base=True), "training.fp8_base = true", "stores the frozen base model in 8 bits"
-        )
+        k = add(replace(k, fp8_base=True), "training.fp8_base = true", "stores the frozen base model in 8 bits")
     if k.family in ("sdxl", "flux") and not k.cache_text_encoders and _total(k) > budget:
         k = add(
             replace(k, cache_text_encoders=True, train_text_encoder=False),
@@ -596,14 +594,10 @@ def table_time(cfg: Config, plan: StepPlan, gpu_class: GpuClass) -> TimeEstimate
     startup = STARTUP_SECONDS[family][gpu_class]
     if k.cache_latents:
         startup += (
-            CACHE_SECONDS_PER_IMAGE[family][gpu_class]
-            * _pixels(k)
-            * (plan.images + plan.reg_images_with_repeats)
+            CACHE_SECONDS_PER_IMAGE[family][gpu_class] * _pixels(k) * (plan.images + plan.reg_images_with_repeats)
         )
     one_image = table_step_seconds(_sample_knobs(k), gpu_class)
-    sampling = sample_images(cfg) * (
-        _sample_steps(cfg) * SAMPLE_STEP_SHARE * one_image + SAMPLE_IMAGE_OVERHEAD_SECONDS
-    )
+    sampling = sample_images(cfg) * (_sample_steps(cfg) * SAMPLE_STEP_SHARE * one_image + SAMPLE_IMAGE_OVERHEAD_SECONDS)
     total = startup + plan.total_steps * step + sampling + _saves(cfg) * SAVE_SECONDS
     label = "the CPU" if gpu_class == "cpu" else f"{CLASS_GB[gpu_class]:.0f} GB-class GPUs"
     return TimeEstimate(total, step, startup, sampling, f"rough table figure for {label}")
@@ -622,15 +616,12 @@ def measured_time(cfg: Config, plan: StepPlan, history: Sequence[Measured]) -> T
         return None
     step = statistics.median(s for m in same if (s := m.timings.step_seconds) is not None)
     startup = statistics.median(m.timings.seconds["startup"] for m in same)
-    per_step = [
-        s / m.sample_steps for m in same if (s := m.timings.sample_seconds) is not None and m.sample_steps
-    ]
+    per_step = [s / m.sample_steps for m in same if (s := m.timings.sample_seconds) is not None and m.sample_steps]
     if per_step:
         per_image = statistics.median(per_step) * _sample_steps(cfg)
     else:
         per_image = (
-            _sample_steps(cfg) * SAMPLE_STEP_SHARE * step / max(key.batch_size, 1)
-            + SAMPLE_IMAGE_OVERHEAD_SECONDS
+            _sample_steps(cfg) * SAMPLE_STEP_SHARE * step / max(key.batch_size, 1) + SAMPLE_IMAGE_OVERHEAD_SECONDS
         )
     saves = [m.timings.seconds["saving"] / m.timings.saves for m in same if m.timings.saves]
     save = statistics.median(saves) if saves else SAVE_SECONDS
@@ -642,8 +633,7 @@ def measured_time(cfg: Config, plan: StepPlan, history: Sequence[Measured]) -> T
         step,
         startup,
         sampling,
-        f"measured on this machine: {runs} with the same family, resolution, batch, precision and "
-        "checkpointing",
+        f"measured on this machine: {runs} with the same family, resolution, batch, precision and checkpointing",
     )
 
 
@@ -699,13 +689,11 @@ def describe(est: Estimate) -> list[str]:
     if est.time is not None:
         where = f" on {hw.name}" if hw is not None and not est.time.source.startswith("measured") else ""
         lines.append(
-            f"time: ≈ {duration(est.time.seconds)}{where} ({per_step(est.time.step_seconds)}/step; "
-            f"{est.time.source})"
+            f"time: ≈ {duration(est.time.seconds)}{where} ({per_step(est.time.step_seconds)}/step; {est.time.source})"
         )
     else:
         by_class = " · ".join(
-            f"{'CPU' if c == 'cpu' else f'{CLASS_GB[c]:.0f} GB'} {duration(s)}"
-            for c, s in est.time_by_class.items()
+            f"{'CPU' if c == 'cpu' else f'{CLASS_GB[c]:.0f} GB'} {duration(s)}" for c, s in est.time_by_class.items()
         )
         lines.append(f"time (rough public figures by GPU memory): {by_class}")
     v = est.vram
@@ -721,9 +709,7 @@ def describe(est: Estimate) -> list[str]:
         lines.append(f"vram: ≈ {v.total_gb:.1f} GB peak of {v.free_gb:.1f} GB free: {verdict} ({parts})")
     else:
         smallest = smallest_fitting_class(v.total_gb)
-        fits = (
-            f"fits GPUs with {CLASS_GB[smallest]:.0f} GB or more" if smallest else "fits no single GPU class"
-        )
+        fits = f"fits GPUs with {CLASS_GB[smallest]:.0f} GB or more" if smallest else "fits no single GPU class"
         lines.append(f"vram: ≈ {v.total_gb:.1f} GB peak, {fits} ({parts})")
     lines.append(f"cost: {est.cost} (images × repeats × epochs, as SeaArt counts it)")
     return lines
@@ -748,7 +734,5 @@ def warnings(est: Estimate) -> list[str]:
     if not v.fixes:
         return [head]
     fixes = "; then ".join(f"{f.setting} (≈ {f.total_gb:.1f} GB: {f.why})" for f in v.fixes)
-    tail = (
-        "" if v.fixes[-1].total_gb <= TIGHT_SHARE * v.free_gb else "; still too big: lower dataset.resolution"
-    )
+    tail = "" if v.fixes[-1].total_gb <= TIGHT_SHARE * v.free_gb else "; still too big: lower dataset.resolution"
     return [f"{head}. Cheapest fix first: {fixes}{tail}"]

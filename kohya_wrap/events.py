@@ -179,9 +179,7 @@ _NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.
 
 def _float_fields(cls: type[Event]) -> frozenset[str]:
     hints = typing.get_type_hints(cls)
-    return frozenset(
-        f.name for f in fields(cls) if hints[f.name] is float or float in typing.get_args(hints[f.name])
-    )
+    return frozenset(f.name for f in fields(cls) if hints[f.name] is float or float in typing.get_args(hints[f.name]))
 
 
 _FLOAT_FIELDS: Final = {kind: _float_fields(cls) for kind, cls in _CLASSES.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import selectors
 import shlex
@@ -62,8 +63,10 @@ def require_script(cfg: Config, script: str) -> Path:
     root = sd_scripts_dir(cfg)
     if not (root / script).is_file():
         where = "run.sd_scripts_dir" if cfg.run.sd_scripts_dir else "sd-scripts"
-        raise SdScriptsError(f"{where}: no {script} in {root}; run `make setup` (it fetches the vendor/sd-scripts "
-                             "submodule) or set run.sd_scripts_dir to an sd-scripts checkout")  # fmt: skip
+        raise SdScriptsError(
+            f"{where}: no {script} in {root}; run `make setup` (it fetches the vendor/sd-scripts "
+            "submodule) or set run.sd_scripts_dir to an sd-scripts checkout"
+        )
     return root
 
 
@@ -72,13 +75,19 @@ def plan_training(cfg: Config, layout: RunLayout, script: str, resume_state: Pat
     root = require_script(cfg, script)
     python = cfg.run.python or sys.executable
     argv = [
-        python, "-m", "accelerate.commands.launch",
-        "--config_file", str(layout.accelerate),
-        "--num_cpu_threads_per_process", str(cfg.run.cpu_threads_per_process),
+        python,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(layout.accelerate),
+        "--num_cpu_threads_per_process",
+        str(cfg.run.cpu_threads_per_process),
         script,
-        "--config_file", str(layout.train_toml),
-        "--dataset_config", str(layout.dataset_toml),
-    ]  # fmt: skip
+        "--config_file",
+        str(layout.train_toml),
+        "--dataset_config",
+        str(layout.dataset_toml),
+    ]
     if resume_state is not None:
         argv += ["--resume", str(resume_state)]
     return LaunchPlan(tuple(argv), root.resolve(), child_env())
@@ -110,10 +119,8 @@ class Child:
 
     def _escalate(self) -> None:
         sig = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)[min(self._signals_sent, 2)]
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
         self._signals_sent += 1
         self._next_signal_at = time.monotonic() + GRACE_SECONDS
 
@@ -137,8 +144,15 @@ def run(
     env = {**os.environ, **plan.env}
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(plan.argv, cwd=plan.cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            plan.argv,
+            cwd=plan.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     except OSError as exc:
         raise SdScriptsError(f"run.python: cannot start {plan.argv[0]}: {exc.strerror}") from None
     child = Child(proc)

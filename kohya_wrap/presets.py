@@ -55,8 +55,11 @@ def preset_path(name: str) -> Path:
         close = difflib.get_close_matches(name, names, n=1) or [n for n in names if n.startswith(name)]
         hint = ""
         if close:
-            hint = f"did you mean '{close[0]}'? " if len(close) == 1 else (
-                "did you mean one of " + ", ".join(f"'{n}'" for n in close) + "? ")  # fmt: skip
+            hint = (
+                f"did you mean '{close[0]}'? "
+                if len(close) == 1
+                else ("did you mean one of " + ", ".join(f"'{n}'" for n in close) + "? ")
+            )
         raise ConfigError(f"preset: unknown preset '{name}'; {hint}see `kohya-wrap presets`")
     return path
 
@@ -147,9 +150,7 @@ class LoadedConfig:
     resolved: dict[str, Any]
 
 
-def compose(
-    config_path: Path | None, overrides: Iterable[str] = (), preset: str | None = None
-) -> dict[str, Any]:
+def compose(config_path: Path | None, overrides: Iterable[str] = (), preset: str | None = None) -> dict[str, Any]:
     """The merged, path-resolved document: preset < file < overrides (not yet validated)."""
     overrides = list(overrides)
     user: dict[str, Any] = {}
@@ -161,7 +162,7 @@ def compose(
     doc: dict[str, Any] = {}
     if name is not None:
         if not isinstance(name, str):
-            raise ConfigError("preset: must be a preset name, e.g. \"sd15-character\"")
+            raise ConfigError('preset: must be a preset name, e.g. "sd15-character"')
         path = preset_path(name)
         doc = resolve_paths(read_toml(path, f"preset {name}"), path.parent)
     merged = deep_merge(deep_merge(doc, user), override_doc)
@@ -178,9 +179,7 @@ def validate(doc: Mapping[str, Any]) -> Config:
         raise ConfigError(*validation_lines(exc)) from None
 
 
-def load_config(
-    config_path: Path | None, overrides: Iterable[str] = (), preset: str | None = None
-) -> LoadedConfig:
+def load_config(config_path: Path | None, overrides: Iterable[str] = (), preset: str | None = None) -> LoadedConfig:
     doc = compose(config_path, overrides, preset)
     return LoadedConfig(config=validate(doc), source=config_path, resolved=doc)
 

@@ -88,9 +88,7 @@ def preview_prompts(
         loaded = json.loads(layout.prompts.read_text("utf-8"))
     except (OSError, ValueError):
         loaded = []
-    samples: list[dict[str, Any]] = (
-        [p for p in loaded if isinstance(p, dict)] if isinstance(loaded, list) else []
-    )
+    samples: list[dict[str, Any]] = [p for p in loaded if isinstance(p, dict)] if isinstance(loaded, list) else []
     res = cfg.dataset.resolution or 512
     base: dict[str, Any] = (
         samples[0]

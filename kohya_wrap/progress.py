@@ -46,8 +46,10 @@ def fmt_rate(rate: float | None) -> str:
 def describe(event: ev.Event) -> str | None:
     """One human line for an event worth a line of its own (steps are shown by the bar)."""
     if isinstance(event, ev.RunStarted):
-        return (f"training: {event.total_steps} steps, {event.epochs} epochs, "
-                f"{event.batches_per_epoch} batches per epoch, {event.images} images with repeats")  # fmt: skip
+        return (
+            f"training: {event.total_steps} steps, {event.epochs} epochs, "
+            f"{event.batches_per_epoch} batches per epoch, {event.images} images with repeats"
+        )
     if isinstance(event, ev.Phase):
         return PHASE_TEXT.get(event.name, event.name) + (f": {event.detail}" if event.detail else "")
     if isinstance(event, ev.CheckpointSaved):
@@ -95,9 +97,15 @@ class RichView:
         elif isinstance(event, ev.EpochStarted):
             p.update(task, epoch=f"epoch {event.epoch}/{event.total}", description="training")
         elif isinstance(event, ev.Step):
-            p.update(task, completed=event.step, total=event.total, description="training",
-                     loss="-" if event.loss is None else f"{event.loss:.4g}", rate=fmt_rate(event.rate),
-                     eta=fmt_seconds(event.eta_s))  # fmt: skip
+            p.update(
+                task,
+                completed=event.step,
+                total=event.total,
+                description="training",
+                loss="-" if event.loss is None else f"{event.loss:.4g}",
+                rate=fmt_rate(event.rate),
+                eta=fmt_seconds(event.eta_s),
+            )
         line = describe(event)
         if line and not isinstance(event, ev.Phase | ev.RunStarted):
             p.console.print(line, markup=False, highlight=False)
@@ -132,8 +140,9 @@ class PlainView:
             if tenth != self._last_tenth or now - self._last_step_at >= 30 or event.step == event.total:
                 self._last_tenth, self._last_step_at = tenth, now
                 loss = "-" if event.loss is None else f"{event.loss:.4g}"
-                self._print(f"step {event.step}/{event.total} loss {loss} {fmt_rate(event.rate)} "
-                            f"ETA {fmt_seconds(event.eta_s)}")  # fmt: skip
+                self._print(
+                    f"step {event.step}/{event.total} loss {loss} {fmt_rate(event.rate)} ETA {fmt_seconds(event.eta_s)}"
+                )
             return
         if isinstance(event, ev.EpochStarted):
             self._print(f"epoch {event.epoch}/{event.total}")

@@ -107,8 +107,9 @@ def toml_document(doc: Mapping[str, Any], name: str) -> str:
                 lines.append(f"{key} = {toml_value(value)}")
             except ValueError as exc:
                 where = ".".join((*path, key))
-                raise ConfigError(f"render: {where} = {value!r} cannot be written into {name}: {exc}; "
-                                  "change it") from None  # fmt: skip
+                raise ConfigError(
+                    f"render: {where} = {value!r} cannot be written into {name}: {exc}; change it"
+                ) from None
         for key, value in nested:
             dotted = ".".join((*path, key))
             if isinstance(value, Mapping):
@@ -145,8 +146,11 @@ def render_dataset(cfg: Config) -> dict[str, Any]:
         "enable_bucket": ds.enable_bucket,
     }
     if ds.enable_bucket:
-        dataset |= {"min_bucket_reso": ds.min_bucket_reso, "max_bucket_reso": ds.max_bucket_reso,
-                    "bucket_reso_steps": 64}  # fmt: skip
+        dataset |= {
+            "min_bucket_reso": ds.min_bucket_reso,
+            "max_bucket_reso": ds.max_bucket_reso,
+            "bucket_reso_steps": 64,
+        }
     subsets = []
     for d in ds.dirs:
         subset: dict[str, Any] = {"image_dir": d.path, "num_repeats": d.repeats, "is_reg": d.is_reg}
@@ -200,8 +204,12 @@ def render_training(cfg: Config, layout: RunLayout, plan: StepPlan) -> dict[str,
             model["zero_terminal_snr"] = True
     if cfg.flux is not None:
         fx = cfg.flux
-        model |= {"guidance_scale": fx.guidance_scale, "timestep_sampling": fx.timestep_sampling,
-                  "model_prediction_type": fx.model_prediction_type, "discrete_flow_shift": fx.discrete_flow_shift}  # fmt: skip
+        model |= {
+            "guidance_scale": fx.guidance_scale,
+            "timestep_sampling": fx.timestep_sampling,
+            "model_prediction_type": fx.model_prediction_type,
+            "discrete_flow_shift": fx.discrete_flow_shift,
+        }
         if fx.apply_t5_attn_mask:
             model["apply_t5_attn_mask"] = True
         if fx.blocks_to_swap:
@@ -209,8 +217,11 @@ def render_training(cfg: Config, layout: RunLayout, plan: StepPlan) -> dict[str,
     if tr.fp8_base:
         model["fp8_base"] = True
 
-    network: dict[str, Any] = {"network_module": NETWORK_MODULE[fam], "network_dim": net.dim,
-                               "network_alpha": float(net.alpha or 0)}  # fmt: skip
+    network: dict[str, Any] = {
+        "network_module": NETWORK_MODULE[fam],
+        "network_dim": net.dim,
+        "network_alpha": float(net.alpha or 0),
+    }
     if args := network_args(cfg):
         network["network_args"] = args
     if net.train_unet_only:
@@ -286,11 +297,12 @@ def render_training(cfg: Config, layout: RunLayout, plan: StepPlan) -> dict[str,
         "saving": saving,
     }
     if cfg.sampling.prompts and cfg.sampling.every_n_epochs > 0:
-        doc["sampling"] = {"sample_prompts": str(layout.prompts),
-                           "sample_every_n_epochs": cfg.sampling.every_n_epochs,
-                           "sample_sampler": cfg.sampling.sampler}  # fmt: skip
-    doc["logging"] = {"logging_dir": str(layout.logging_dir), "log_with": "tensorboard",
-                      "console_log_simple": True}  # fmt: skip
+        doc["sampling"] = {
+            "sample_prompts": str(layout.prompts),
+            "sample_every_n_epochs": cfg.sampling.every_n_epochs,
+            "sample_sampler": cfg.sampling.sampler,
+        }
+    doc["logging"] = {"logging_dir": str(layout.logging_dir), "log_with": "tensorboard", "console_log_simple": True}
     if cfg.run.extra_args:
         doc["extra"] = dict(cfg.run.extra_args)
     return doc
@@ -360,8 +372,10 @@ def check_extra_args(cfg: Config, owned: set[str], script: str) -> None:
     problems = []
     for key, value in cfg.run.extra_args.items():
         if key in owned:
-            problems.append(f"run.extra_args.{key}: kohya_wrap already sets this from the config; use the "
-                            "matching config key instead")  # fmt: skip
+            problems.append(
+                f"run.extra_args.{key}: kohya_wrap already sets this from the config; use the "
+                "matching config key instead"
+            )
             continue
         problems += [f"run.extra_args.{key}: {msg}" for msg in sd_args.check_training_args(script, {key: value})]
     if problems:

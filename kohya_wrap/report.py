@@ -321,9 +321,7 @@ def render_loss(series: LossSeries) -> bytes:
         ends = [e * series.steps_per_epoch for e in epochs]
         axes.plot(ends, losses, "o", color="#d1495b", label="epoch average")
         for epoch, x, y in zip(epochs, ends, losses, strict=True):
-            axes.annotate(
-                f"e{epoch}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8
-            )
+            axes.annotate(f"e{epoch}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
         for x in ends:
             axes.axvline(x, color="#ddd", linewidth=0.6, zorder=0)
     axes.set_xlabel("step")
@@ -407,8 +405,7 @@ def _header(
     if status in ("failed", "unknown") or _errors(timed):
         for error in _errors(timed):
             out.append(
-                f"<div class='error'><b>{_esc(error.kind)}</b>: {_esc(error.message)}<br>"
-                f"Fix: {_esc(error.hint)}</div>"
+                f"<div class='error'><b>{_esc(error.kind)}</b>: {_esc(error.message)}<br>Fix: {_esc(error.hint)}</div>"
             )
         if layout.log.exists():
             out.append(f"<p>Full output: {_link(layout.log, layout)}</p>")
@@ -480,11 +477,7 @@ def _lora_table(layout: RunLayout, files: Sequence[LoraFile]) -> list[str]:
 
 def _image(layout: RunLayout, name: str, alt: str) -> str:
     path = layout.report_dir / name
-    return (
-        f"<p><a href='{_esc(name)}'><img src='{_esc(name)}' alt='{_esc(alt)}'></a></p>"
-        if path.exists()
-        else ""
-    )
+    return f"<p><a href='{_esc(name)}'><img src='{_esc(name)}' alt='{_esc(alt)}'></a></p>" if path.exists() else ""
 
 
 def _preview(layout: RunLayout) -> list[str]:
@@ -501,8 +494,7 @@ def _preview(layout: RunLayout) -> list[str]:
         prompts = meta["prompts"]
         numbered = len(prompts) > 1
         out += [
-            f"<p class='muted'>{f'#{i + 1} ' if numbered else ''}{_esc(text)}</p>"
-            for i, text in enumerate(prompts)
+            f"<p class='muted'>{f'#{i + 1} ' if numbered else ''}{_esc(text)}</p>" for i, text in enumerate(prompts)
         ]
     except (OSError, ValueError, KeyError, TypeError):
         pass  # a preview.json from an interrupted preview: the image alone still says most

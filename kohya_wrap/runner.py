@@ -41,8 +41,9 @@ def versions(sd_scripts: Path) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     try:
-        found["sd-scripts"] = subprocess.run(["git", "-C", str(sd_scripts), "rev-parse", "HEAD"],
-                                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        found["sd-scripts"] = subprocess.run(
+            ["git", "-C", str(sd_scripts), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         found["sd-scripts"] = "unknown"
     return found
@@ -73,16 +74,19 @@ def find_resume_point(layout: RunLayout, name: str) -> ResumePoint:
         if best is None or (point.epoch, point.step) > (best.epoch, best.step):
             best = point
     if best is None:
-        raise RunError(f"resume: {layout.root} has no saved state to resume from; runs save state when "
-                       "save.save_state = true (the default)")  # fmt: skip
+        raise RunError(
+            f"resume: {layout.root} has no saved state to resume from; runs save state when "
+            "save.save_state = true (the default)"
+        )
     return best
 
 
 class EventSink:
     """Parses child output into events, appends them to events.jsonl and shows them."""
 
-    def __init__(self, layout: RunLayout, view: View, parser: LogParser, step_offset: int, total_steps: int,
-                 stop_on_nan: bool) -> None:  # fmt: skip
+    def __init__(
+        self, layout: RunLayout, view: View, parser: LogParser, step_offset: int, total_steps: int, stop_on_nan: bool
+    ) -> None:
         self.layout = layout
         self.view = view
         self.parser = parser
@@ -103,8 +107,14 @@ class EventSink:
                 return dataclasses.replace(event, path=str(found[-1]))
         # sd-scripts restarts its step counter at 0 when it resumes; report steps of the whole run.
         if isinstance(event, ev.Step) and self.step_offset:
-            return ev.Step(step=event.step + self.step_offset, total=self.total_steps, loss=event.loss,
-                           rate=event.rate, eta_s=event.eta_s, elapsed_s=event.elapsed_s)  # fmt: skip
+            return ev.Step(
+                step=event.step + self.step_offset,
+                total=self.total_steps,
+                loss=event.loss,
+                rate=event.rate,
+                eta_s=event.eta_s,
+                elapsed_s=event.elapsed_s,
+            )
         return event
 
     def emit(self, event: ev.Event) -> None:
@@ -139,8 +149,9 @@ def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, 
     try:
         record = read_record(layout)
         if resume and record.status == "finished":
-            raise RunError(f"resume: {layout.root} already finished all {record.epochs} epochs; start a new run "
-                           "to train longer")  # fmt: skip
+            raise RunError(
+                f"resume: {layout.root} already finished all {record.epochs} epochs; start a new run to train longer"
+            )
         cfg = validate(_read_config(layout))
         point = find_resume_point(layout, cfg.output_name) if resume else None
         plan = launch.plan_training(cfg, layout, record.script, point.state_dir if point else None)
@@ -152,11 +163,18 @@ def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, 
     with layout.command.open("a", encoding="utf-8") as handle:
         handle.write(plan.command_text())
     record = update_record(
-        layout, record, status="running", started=now_iso(), ended=None, exit_code=None, reason=None,
-        attempts=record.attempts + 1, versions=versions(plan.cwd),
+        layout,
+        record,
+        status="running",
+        started=now_iso(),
+        ended=None,
+        exit_code=None,
+        reason=None,
+        attempts=record.attempts + 1,
+        versions=versions(plan.cwd),
         dataset_hash=dataset_hash(report) if report else record.dataset_hash,
         resumed_from=str(point.state_dir) if point else record.resumed_from,
-    )  # fmt: skip
+    )
     steps_per_epoch = record.total_steps // max(record.epochs, 1)
     offset = point.epoch * steps_per_epoch if point else 0
     sink = EventSink(layout, view, LogParser(record.script), offset, record.total_steps, cfg.run.stop_on_nan)
@@ -179,8 +197,10 @@ def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, 
         reason = sink.errors[0].message if sink.errors else (finished.reason if finished else "no result")
     record = update_record(layout, record, status=status, ended=now_iso(), exit_code=result.exit_code, reason=reason)
     if status == "interrupted":
-        raise TrainingInterrupted(f"interrupted: saved epochs and state are kept in {layout.output_dir}; "
-                                  f"continue with `kohya-wrap train --resume {layout.root}`")  # fmt: skip
+        raise TrainingInterrupted(
+            f"interrupted: saved epochs and state are kept in {layout.output_dir}; "
+            f"continue with `kohya-wrap train --resume {layout.root}`"
+        )
     if status == "failed":
         lines = [f"training failed: {reason}"]
         if sink.errors:

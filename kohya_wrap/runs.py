@@ -83,9 +83,16 @@ def _materialise(final: Path, files: dict[str, str]) -> None:
 
 
 def new_record(cfg: Config, rendered: Rendered, plan: StepPlan) -> RunRecord:
-    return RunRecord(status="planned", name=cfg.output_name, family=cfg.model.family, script=rendered.script,
-                     config_hash=config_hash(cfg), total_steps=plan.total_steps, epochs=plan.epochs,
-                     created=now_iso())  # fmt: skip
+    return RunRecord(
+        status="planned",
+        name=cfg.output_name,
+        family=cfg.model.family,
+        script=rendered.script,
+        config_hash=config_hash(cfg),
+        total_steps=plan.total_steps,
+        epochs=plan.epochs,
+        created=now_iso(),
+    )
 
 
 def write_rendered_folder(output: Path, loaded: LoadedConfig, plan: StepPlan) -> RunLayout:

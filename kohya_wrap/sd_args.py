@@ -119,9 +119,7 @@ def _check_value(script: str, option: ArgOption, value: object) -> list[str]:
         return [f"{where} must be {wanted}, got {_describe(value)}"]
     if option.choices is not None:
         allowed = ", ".join(repr(c) for c in option.choices)
-        return [
-            f"{where} must be one of {allowed}, got {item!r}" for item in items if item not in option.choices
-        ]
+        return [f"{where} must be one of {allowed}, got {item!r}" for item in items if item not in option.choices]
     return []
 
 

@@ -6,24 +6,36 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import PurePath
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Family = Literal["sd15", "sdxl", "flux"]
 Optimizer = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "DAdaptation", "DAdaptAdam", "Prodigy"]
-Scheduler = Literal[
-    "cosine_with_restarts", "cosine", "linear", "polynomial", "constant_with_warmup", "constant"
-]
+Scheduler = Literal["cosine_with_restarts", "cosine", "linear", "polynomial", "constant_with_warmup", "constant"]
 Precision = Literal["no", "fp16", "bf16"]
 SavePrecision = Literal["fp32", "fp16", "bf16"]
 Attention = Literal["sdpa", "xformers", "none"]
 CropMode = Literal["none", "center", "focus"]
 # sd-scripts' sample samplers (train_util.add_training_arguments, --sample_sampler choices).
 Sampler = Literal[
-    "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++",
-    "dpmsingle", "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a",
-]  # fmt: skip
+    "ddim",
+    "pndm",
+    "lms",
+    "euler",
+    "euler_a",
+    "heun",
+    "dpm_2",
+    "dpm_2_a",
+    "dpmsolver",
+    "dpmsolver++",
+    "dpmsingle",
+    "k_lms",
+    "k_euler",
+    "k_euler_a",
+    "k_dpm_2",
+    "k_dpm_2_a",
+]
 BlockWeightPreset = Literal["cosine", "sine", "linear", "reverse_linear", "zeros"]
 ADAPTIVE_OPTIMIZERS = frozenset({"DAdaptation", "DAdaptAdam", "Prodigy"})
 OPTIMIZER_PACKAGES = {
@@ -36,13 +48,31 @@ OPTIMIZER_PACKAGES = {
 
 # Family and variant defaults, applied only where the user left a value unset.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sd15": {"variant": "base", "resolution": 512, "clip_skip": 2, "max_bucket_reso": 1024,
-             "gradient_checkpointing": False, "mixed_precision": "fp16"},
-    "sdxl": {"variant": "base", "resolution": 1024, "clip_skip": 1, "max_bucket_reso": 2048,
-             "gradient_checkpointing": True, "mixed_precision": "bf16"},
-    "flux": {"variant": "dev", "resolution": 1024, "clip_skip": None, "max_bucket_reso": 2048,
-             "gradient_checkpointing": True, "mixed_precision": "bf16"},
-}  # fmt: skip
+    "sd15": {
+        "variant": "base",
+        "resolution": 512,
+        "clip_skip": 2,
+        "max_bucket_reso": 1024,
+        "gradient_checkpointing": False,
+        "mixed_precision": "fp16",
+    },
+    "sdxl": {
+        "variant": "base",
+        "resolution": 1024,
+        "clip_skip": 1,
+        "max_bucket_reso": 2048,
+        "gradient_checkpointing": True,
+        "mixed_precision": "bf16",
+    },
+    "flux": {
+        "variant": "dev",
+        "resolution": 1024,
+        "clip_skip": None,
+        "max_bucket_reso": 2048,
+        "gradient_checkpointing": True,
+        "mixed_precision": "bf16",
+    },
+}
 VARIANT_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "sd15": {"base": {}},
     "sdxl": {
@@ -76,9 +106,7 @@ class ModelSettings(Strict):
         description="Family variant that drives defaults: sd15: base; sdxl: base, pony, illustrious, "
         "noobai, noobai-vpred; flux: dev, schnell.",
     )
-    base: str = Field(
-        min_length=1, description="Base checkpoint: a .safetensors file, a diffusers folder or a hub id."
-    )
+    base: str = Field(min_length=1, description="Base checkpoint: a .safetensors file, a diffusers folder or a hub id.")
     vae: str | None = Field(None, description="Optional VAE file to use instead of the checkpoint's.")
     v_prediction: bool | None = Field(
         None, description="The base is a v-prediction model (some NoobAI/Illustrious SDXL models)."
@@ -400,20 +428,28 @@ Check = Callable[[Config], list[str]]
 def check_variant(cfg: Config) -> list[str]:
     known = VARIANT_DEFAULTS[cfg.model.family]
     if cfg.model.variant not in known:
-        return [f"model.variant: '{cfg.model.variant}' is not a {cfg.model.family} variant; use one of "
-                f"{', '.join(known)}"]  # fmt: skip
+        return [
+            f"model.variant: '{cfg.model.variant}' is not a {cfg.model.family} variant; use one of {', '.join(known)}"
+        ]
     return []
 
 
 def check_flux_files(cfg: Config) -> list[str]:
     if cfg.model.family != "flux":
         extra = [k for k in ("clip_l", "t5xxl", "ae") if getattr(cfg.model, k) is not None]
-        flux_section = ["flux: the [flux] section applies only to model.family = \"flux\"; remove it"] if (
-            cfg.flux is not None) else []  # fmt: skip
-        return [f"model.{k}: only Flux uses a separate {k} file; remove it for {cfg.model.family}"
-                for k in extra] + flux_section  # fmt: skip
-    return [f"model.{k}: Flux needs the {k} file; set model.{k} to its path"
-            for k in ("clip_l", "t5xxl", "ae") if getattr(cfg.model, k) is None]  # fmt: skip
+        flux_section = (
+            ['flux: the [flux] section applies only to model.family = "flux"; remove it']
+            if (cfg.flux is not None)
+            else []
+        )
+        return [
+            f"model.{k}: only Flux uses a separate {k} file; remove it for {cfg.model.family}" for k in extra
+        ] + flux_section
+    return [
+        f"model.{k}: Flux needs the {k} file; set model.{k} to its path"
+        for k in ("clip_l", "t5xxl", "ae")
+        if getattr(cfg.model, k) is None
+    ]
 
 
 def check_v_prediction(cfg: Config) -> list[str]:
@@ -424,8 +460,9 @@ def check_v_prediction(cfg: Config) -> list[str]:
 
 def check_train_parts(cfg: Config) -> list[str]:
     if cfg.network.train_unet_only and cfg.network.train_text_encoder_only:
-        return ["network.train_unet_only: cannot be combined with network.train_text_encoder_only; "
-                "keep at most one of them"]  # fmt: skip
+        return [
+            "network.train_unet_only: cannot be combined with network.train_text_encoder_only; keep at most one of them"
+        ]
     return []
 
 
@@ -433,11 +470,15 @@ def check_scheduler(cfg: Config) -> list[str]:
     opt = cfg.optimizer
     problems = []
     if opt.scheduler == "constant" and opt.warmup_percent > 0:
-        problems.append("optimizer.warmup_percent: the constant scheduler cannot warm up; set it to 0 "
-                        "or use scheduler = \"constant_with_warmup\"")  # fmt: skip
+        problems.append(
+            "optimizer.warmup_percent: the constant scheduler cannot warm up; set it to 0 "
+            'or use scheduler = "constant_with_warmup"'
+        )
     if opt.restarts is not None and opt.scheduler != "cosine_with_restarts":
-        problems.append("optimizer.restarts: only cosine_with_restarts uses restarts; remove it or set "
-                        "scheduler = \"cosine_with_restarts\"")  # fmt: skip
+        problems.append(
+            "optimizer.restarts: only cosine_with_restarts uses restarts; remove it or set "
+            'scheduler = "cosine_with_restarts"'
+        )
     return problems
 
 
@@ -458,8 +499,11 @@ def check_family_options(cfg: Config) -> list[str]:
         "network.block_alphas": cfg.network.block_alphas is not None,
         "network.block_lr_weights": cfg.network.block_lr_weights is not None,
     }
-    return [f"{key}: Flux training does not support this setting (sd-scripts would ignore or reject it); "
-            "remove it" for key, is_set in ignored.items() if is_set]  # fmt: skip
+    return [
+        f"{key}: Flux training does not support this setting (sd-scripts would ignore or reject it); remove it"
+        for key, is_set in ignored.items()
+        if is_set
+    ]
 
 
 def check_text_encoder_cache(cfg: Config) -> list[str]:
@@ -467,18 +511,23 @@ def check_text_encoder_cache(cfg: Config) -> list[str]:
     if not tr.cache_text_encoder_outputs:
         return []
     if cfg.model.family == "sd15":
-        return ["training.cache_text_encoder_outputs: only SDXL and Flux can cache text encoder outputs; "
-                "remove it"]  # fmt: skip
+        return ["training.cache_text_encoder_outputs: only SDXL and Flux can cache text encoder outputs; remove it"]
     problems = []
     if tr.shuffle_tags:
-        problems.append("training.shuffle_tags: cached text encoder outputs cannot shuffle tags; set "
-                        "shuffle_tags = false or cache_text_encoder_outputs = false")  # fmt: skip
+        problems.append(
+            "training.shuffle_tags: cached text encoder outputs cannot shuffle tags; set "
+            "shuffle_tags = false or cache_text_encoder_outputs = false"
+        )
     if cfg.model.family == "sdxl" and not cfg.network.train_unet_only:
-        problems.append("training.cache_text_encoder_outputs: SDXL can cache text encoder outputs only "
-                        "with network.train_unet_only = true")  # fmt: skip
+        problems.append(
+            "training.cache_text_encoder_outputs: SDXL can cache text encoder outputs only "
+            "with network.train_unet_only = true"
+        )
     if cfg.network.train_text_encoder_only:
-        problems.append("training.cache_text_encoder_outputs: cannot train only the text encoder from "
-                        "cached outputs; turn one of them off")  # fmt: skip
+        problems.append(
+            "training.cache_text_encoder_outputs: cannot train only the text encoder from "
+            "cached outputs; turn one of them off"
+        )
     return problems
 
 
@@ -538,16 +587,18 @@ def check_buckets(cfg: Config) -> list[str]:
         problems.append(f"dataset.resolution: {ds.resolution} must be a multiple of 8 (64 is best)")
     if ds.enable_bucket:
         if ds.min_bucket_reso > ds.resolution:
-            problems.append(f"dataset.min_bucket_reso: {ds.min_bucket_reso} is above the resolution "
-                            f"{ds.resolution}; lower it")  # fmt: skip
+            problems.append(
+                f"dataset.min_bucket_reso: {ds.min_bucket_reso} is above the resolution {ds.resolution}; lower it"
+            )
         if ds.max_bucket_reso < ds.resolution:
-            problems.append(f"dataset.max_bucket_reso: {ds.max_bucket_reso} is below the resolution "
-                            f"{ds.resolution}; raise it")  # fmt: skip
+            problems.append(
+                f"dataset.max_bucket_reso: {ds.max_bucket_reso} is below the resolution {ds.resolution}; raise it"
+            )
         for key in ("min_bucket_reso", "max_bucket_reso"):
             if getattr(ds, key) % 64:
                 problems.append(f"dataset.{key}: must be a multiple of 64 (the bucket step)")
     if ds.crop == "none" and ds.crop_size is not None:
-        problems.append("dataset.crop_size: only used with crop = \"center\" or \"focus\"; remove it")
+        problems.append('dataset.crop_size: only used with crop = "center" or "focus"; remove it')
     if not any(not d.is_reg for d in ds.dirs):
         problems.append("dataset.dirs: every folder is is_reg = true; add a folder of training images")
     paths = [d.path for d in ds.dirs]
@@ -563,8 +614,10 @@ def check_sampling(cfg: Config) -> list[str]:
             if "\n" in getattr(prompt, key) or "\r" in getattr(prompt, key):
                 problems.append(f"sampling.prompts.{i}.{key}: must be a single line")
     if cfg.sampling.prompts and cfg.sampling.every_n_epochs > cfg.training.epochs:
-        problems.append(f"sampling.every_n_epochs: {cfg.sampling.every_n_epochs} is more than training.epochs "
-                        f"({cfg.training.epochs}), so no samples would be made; lower it or set 0")  # fmt: skip
+        problems.append(
+            f"sampling.every_n_epochs: {cfg.sampling.every_n_epochs} is more than training.epochs "
+            f"({cfg.training.epochs}), so no samples would be made; lower it or set 0"
+        )
     return problems
 
 
@@ -588,10 +641,12 @@ def check_distributed(cfg: Config) -> list[str]:
 def check_extra_args(cfg: Config) -> list[str]:
     # sd-scripts reuses `*.npz` caches beside the images by key presence only, so after re-tagging or
     # editing images it silently trains on stale latents/captions; we cache in memory, per run.
-    return [f"run.extra_args.{key}: disk caches beside the images go stale after re-tagging or image edits "
-            "and sd-scripts reuses them anyway; remove it (kohya_wrap caches in memory, per run)"
-            for key in ("cache_latents_to_disk", "cache_text_encoder_outputs_to_disk")
-            if key in cfg.run.extra_args]  # fmt: skip
+    return [
+        f"run.extra_args.{key}: disk caches beside the images go stale after re-tagging or image edits "
+        "and sd-scripts reuses them anyway; remove it (kohya_wrap caches in memory, per run)"
+        for key in ("cache_latents_to_disk", "cache_text_encoder_outputs_to_disk")
+        if key in cfg.run.extra_args
+    ]
 
 
 ERROR_CHECKS: tuple[Check, ...] = (
@@ -619,8 +674,10 @@ def check_alpha_vs_dim(cfg: Config) -> list[str]:
     net = cfg.network
     assert net.alpha is not None
     if net.alpha > net.dim:
-        return [f"network.alpha: {net.alpha:g} is above dim {net.dim}, which scales updates up; SeaArt advises "
-                f"alpha ≤ dim, commonly dim / 2 = {net.dim / 2:g}"]  # fmt: skip
+        return [
+            f"network.alpha: {net.alpha:g} is above dim {net.dim}, which scales updates up; SeaArt advises "
+            f"alpha ≤ dim, commonly dim / 2 = {net.dim / 2:g}"
+        ]
     return []
 
 
@@ -634,8 +691,10 @@ def check_adaptive_lr(cfg: Config) -> list[str]:
         if lr is not None and lr != 1.0:
             messages.append(f"optimizer.{key}: {opt.type} finds its own step size and wants 1.0, not {lr:g}")
     if opt.unet_lr is not None and opt.text_encoder_lr is not None and opt.unet_lr != opt.text_encoder_lr:
-        messages.append(f"optimizer.text_encoder_lr: {opt.type} uses only the first LR group, so separate "
-                        "U-Net and text encoder LRs are not honoured")  # fmt: skip
+        messages.append(
+            f"optimizer.text_encoder_lr: {opt.type} uses only the first LR group, so separate "
+            "U-Net and text encoder LRs are not honoured"
+        )
     return messages
 
 
@@ -644,23 +703,29 @@ def check_clip_skip(cfg: Config) -> list[str]:
     if fam == "sd15" and tr.clip_skip != 2:
         return [f"training.clip_skip: {tr.clip_skip} on SD1.5; SeaArt advises 2 (anime models are trained with it)"]
     if fam == "sdxl" and tr.clip_skip != 1 and variant != "pony":
-        return [f"training.clip_skip: {tr.clip_skip} on SDXL; SDXL training ignores it (only samples use it), "
-                "SeaArt advises 1"]  # fmt: skip
+        return [
+            f"training.clip_skip: {tr.clip_skip} on SDXL; SDXL training ignores it (only samples use it), "
+            "SeaArt advises 1"
+        ]
     return []
 
 
 def check_precision(cfg: Config) -> list[str]:
     if cfg.training.mixed_precision == "fp16" and cfg.model.family in ("sdxl", "flux"):
-        return [f"training.mixed_precision: fp16 on {cfg.model.family} risks NaN loss and black samples; "
-                "use bf16 where the GPU supports it"]  # fmt: skip
+        return [
+            f"training.mixed_precision: fp16 on {cfg.model.family} risks NaN loss and black samples; "
+            "use bf16 where the GPU supports it"
+        ]
     return []
 
 
 def check_batch_size(cfg: Config) -> list[str]:
     bs = cfg.training.batch_size
     if bs >= 8:
-        return [f"training.batch_size: {bs} averages features across many images and needs much more VRAM; "
-                "SeaArt advises starting at 2"]  # fmt: skip
+        return [
+            f"training.batch_size: {bs} averages features across many images and needs much more VRAM; "
+            "SeaArt advises starting at 2"
+        ]
     return []
 
 
@@ -672,8 +737,10 @@ def check_unused_learning_rates(cfg: Config) -> list[str]:
     if net.train_text_encoder_only and opt.unet_lr is not None:
         messages.append("optimizer.unet_lr: ignored because network.train_text_encoder_only = true")
     if opt.type == "Adafactor" and "relative_step" in opt.args and opt.args["relative_step"] is True:
-        messages.append("optimizer.args: Adafactor with relative_step = true ignores learning_rate, unet_lr, "
-                        "text_encoder_lr and the scheduler")  # fmt: skip
+        messages.append(
+            "optimizer.args: Adafactor with relative_step = true ignores learning_rate, unet_lr, "
+            "text_encoder_lr and the scheduler"
+        )
     return messages
 
 
@@ -688,11 +755,15 @@ def check_captions(cfg: Config) -> list[str]:
     tr, trigger = cfg.training, cfg.tagging.trigger_word
     messages = []
     if trigger and tr.shuffle_tags and tr.keep_tokens == 0:
-        messages.append(f"training.keep_tokens: 0 lets shuffling move the trigger word '{trigger}' away from "
-                        "the front; set keep_tokens = 1")  # fmt: skip
+        messages.append(
+            f"training.keep_tokens: 0 lets shuffling move the trigger word '{trigger}' away from "
+            "the front; set keep_tokens = 1"
+        )
     if trigger and cfg.sampling.prompts and not any(trigger in p.text for p in cfg.sampling.prompts):
-        messages.append(f"sampling.prompts: no prompt contains the trigger word '{trigger}', so the samples "
-                        "will not show what the LoRA learned")  # fmt: skip
+        messages.append(
+            f"sampling.prompts: no prompt contains the trigger word '{trigger}', so the samples "
+            "will not show what the LoRA learned"
+        )
     return messages
 
 
@@ -701,14 +772,20 @@ def check_family_quirks(cfg: Config) -> list[str]:
     if cfg.model.family == "flux" and cfg.training.attention != "sdpa":
         messages.append("training.attention: Flux training ignores the attention setting")
     if cfg.optimizer.type == "DAdaptation" or cfg.optimizer.type == "DAdaptAdam":
-        messages.append(f"optimizer.type: {cfg.optimizer.type} needs the 'dadaptation' package, which "
-                        "sd-scripts does not install; run `pip install dadaptation` in its interpreter")  # fmt: skip
+        messages.append(
+            f"optimizer.type: {cfg.optimizer.type} needs the 'dadaptation' package, which "
+            "sd-scripts does not install; run `pip install dadaptation` in its interpreter"
+        )
     if cfg.save.every_n_epochs >= cfg.training.epochs and cfg.training.epochs > 1:
-        messages.append(f"save.every_n_epochs: {cfg.save.every_n_epochs} with {cfg.training.epochs} epochs "
-                        "saves only the last epoch, so there is nothing to compare")  # fmt: skip
+        messages.append(
+            f"save.every_n_epochs: {cfg.save.every_n_epochs} with {cfg.training.epochs} epochs "
+            "saves only the last epoch, so there is nothing to compare"
+        )
     if cfg.model.family == "sdxl" and cfg.model.v_prediction and cfg.model.variant not in ("noobai-vpred",):
-        messages.append("model.v_prediction: set only for v-prediction checkpoints; an eps model trained as "
-                        "v-prediction learns noise")  # fmt: skip
+        messages.append(
+            "model.v_prediction: set only for v-prediction checkpoints; an eps model trained as "
+            "v-prediction learns noise"
+        )
     return messages
 
 

@@ -37,11 +37,6 @@ def write_models(folder: Path) -> dict[str, Path]:
 
 def config_text(family: str, models: dict[str, Path], dirs: Sequence[Path], extra: str = "") -> str:
     """A config file's text for `family` over the dataset folders `dirs`."""
-    flux = (
-        "".join(f'{key} = "{models[key]}"\n' for key in ("clip_l", "t5xxl", "ae")) if family == "flux" else ""
-    )
+    flux = "".join(f'{key} = "{models[key]}"\n' for key in ("clip_l", "t5xxl", "ae")) if family == "flux" else ""
     entries = ", ".join(f'{{ path = "{d}" }}' for d in dirs)
-    return (
-        f'[model]\nfamily = "{family}"\nbase = "{models["base"]}"\n{flux}\n'
-        f"[dataset]\ndirs = [{entries}]\n\n{extra}"
-    )
+    return f'[model]\nfamily = "{family}"\nbase = "{models["base"]}"\n{flux}\n[dataset]\ndirs = [{entries}]\n\n{extra}'

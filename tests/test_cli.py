@@ -162,9 +162,7 @@ def test_validate_warns_about_a_missing_model_file(project: Project) -> None:
 
 def test_render_writes_every_file_into_a_new_folder(project: Project) -> None:
     out = project.root / "out"
-    result = invoke(
-        "render", str(project.config), "-o", str(out), "--set", 'sampling.prompts=[{text = "zdm"}]'
-    )
+    result = invoke("render", str(project.config), "-o", str(out), "--set", 'sampling.prompts=[{text = "zdm"}]')
     assert (result.exit_code, result.stdout, result.stderr) == (0, f"rendered into {out}\n", "")
     assert sorted(p.name for p in out.iterdir()) == [
         "accelerate.yaml",
@@ -261,9 +259,7 @@ def dirs(*paths: str) -> Callable[[Project], None]:
     """Point dataset.dirs at folders (relative to the project) made by the test."""
 
     def change(p: Project) -> None:
-        p.config.write_text(
-            config_text("sd15", p.models, [p.root / path for path in paths]), encoding="utf-8"
-        )
+        p.config.write_text(config_text("sd15", p.models, [p.root / path for path in paths]), encoding="utf-8")
 
     return change
 
@@ -411,10 +407,7 @@ BAD_INPUT: list[tuple[str, Setup, list[str]]] = [
     (
         "empty caption",
         with_files(empty_caption),
-        [
-            "dataset.dirs.0.path: empty caption files make sd-scripts stop: 01.txt; write tags into them or "
-            "delete them"
-        ],
+        ["dataset.dirs.0.path: empty caption files make sd-scripts stop: 01.txt; write tags into them or delete them"],
     ),
     (
         "unreadable image",
@@ -488,10 +481,7 @@ BAD_INPUT: list[tuple[str, Setup, list[str]]] = [
     (
         "U-Net only and TE only",
         with_config("[network]\ntrain_unet_only = true\ntrain_text_encoder_only = true\n"),
-        [
-            "network.train_unet_only: cannot be combined with network.train_text_encoder_only; keep at most "
-            "one of them"
-        ],
+        ["network.train_unet_only: cannot be combined with network.train_text_encoder_only; keep at most one of them"],
     ),
     (
         "flux without its files",
@@ -514,8 +504,7 @@ BAD_INPUT: list[tuple[str, Setup, list[str]]] = [
     (
         "only regularisation folders",
         with_text(
-            '[model]\nfamily = "sd15"\nbase = "{base}"\n[dataset]\ndirs = '
-            '[{path = "{images}", is_reg = true}]\n'
+            '[model]\nfamily = "sd15"\nbase = "{base}"\n[dataset]\ndirs = [{path = "{images}", is_reg = true}]\n'
         ),
         ["dataset.dirs: every folder is is_reg = true; add a folder of training images"],
     ),
@@ -638,9 +627,7 @@ def test_light_commands_import_no_heavy_module(args: list[str], project: Project
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "HEAVY []"
     if args == ["validate", "CONFIG"]:
-        assert (
-            done.stdout.splitlines()[0] == "ok: sd15 LoRA 'zdm', 3 images × repeats = 60, batch 2, 10 epochs"
-        )
+        assert done.stdout.splitlines()[0] == "ok: sd15 LoRA 'zdm', 3 images × repeats = 60, batch 2, 10 epochs"
 
 
 def test_the_templates_folder_is_the_one_tested() -> None:

@@ -89,7 +89,9 @@ def test_train_then_runs_and_outputs(project: Path) -> None:
 
 def test_train_failure_exits_1_with_hint(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     logs = HERE / "fixtures" / "logs" / "failures"
-    monkeypatch.setenv("FAKE_SD_LOG", os.pathsep.join(str(logs / f"constant_warmup.{s}.txt") for s in ("stdout", "stderr")))
+    monkeypatch.setenv(
+        "FAKE_SD_LOG", os.pathsep.join(str(logs / f"constant_warmup.{s}.txt") for s in ("stdout", "stderr"))
+    )
     monkeypatch.setenv("FAKE_SD_EXIT", "1")
     code, _, err = invoke("train", "lora.toml")
     assert code == 1

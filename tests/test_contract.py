@@ -52,9 +52,7 @@ def test_committed_arg_spec_matches_the_checkout(sd_scripts_dir: Path, tmp_path:
     committed_text = COMMITTED_SPEC.read_text(encoding="utf-8")
     regenerated_text = regenerated.read_text(encoding="utf-8")
     if committed_text != regenerated_text:
-        changes = load_dump_tool().describe_differences(
-            json.loads(committed_text), json.loads(regenerated_text)
-        )
+        changes = load_dump_tool().describe_differences(json.loads(committed_text), json.loads(regenerated_text))
         pytest.fail(
             "kohya_wrap/sd_scripts_args.json differs from the sd-scripts checkout; run `make sync-args` and "
             "review:\n" + "\n".join(changes or ["(same data, different formatting)"]),
@@ -461,9 +459,7 @@ def build(case: Case, root: Path) -> Built:
         for image in folder.images:
             write_png(path / image.name, image.size)
             if image.caption is not None:
-                (path / image.name).with_suffix(case.caption_extension).write_text(
-                    image.caption + "\n", "utf-8"
-                )
+                (path / image.name).with_suffix(case.caption_extension).write_text(image.caption + "\n", "utf-8")
         for image in folder.images:
             fallback = entry.get("class_token", folder_repeats_and_class(folder.name)[1]) or ""
             text = image.caption.splitlines()[0] if image.caption is not None else fallback
@@ -591,9 +587,7 @@ def test_every_preset_renders_inside_the_sd_scripts_arg_spec(built: dict[str, Bu
 
 
 @pytest.mark.parametrize("case_id", case_params("toml"))
-def test_rendered_tomls_read_back_the_same_with_sd_scripts_toml_reader(
-    built: dict[str, Built], case_id: str
-) -> None:
+def test_rendered_tomls_read_back_the_same_with_sd_scripts_toml_reader(built: dict[str, Built], case_id: str) -> None:
     toml = pytest.importorskip("toml", reason="the `toml` package (sd-scripts' TOML reader) is not installed")
     b = built[case_id]
     for name, ours in (
@@ -621,9 +615,7 @@ def test_tricky_strings_reach_the_rendered_files(built: dict[str, Built]) -> Non
 
 @pytest.mark.sd_scripts
 @pytest.mark.parametrize("case_id", case_params("training"))
-def test_training_toml_reads_back_exactly(
-    built: dict[str, Built], sd_reads: dict[str, Any], case_id: str
-) -> None:
+def test_training_toml_reads_back_exactly(built: dict[str, Built], sd_reads: dict[str, Any], case_id: str) -> None:
     b = built[case_id]
     ours = b.rendered.flat_training()
     theirs = {key: untag(v) for key, v in stage_value(sd_reads[case_id], "read_args").items()}
@@ -652,9 +644,7 @@ def as_sanitized(dataset: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.sd_scripts
 @pytest.mark.parametrize("case_id", case_params("dataset"))
-def test_dataset_toml_reads_back_exactly(
-    built: dict[str, Built], sd_reads: dict[str, Any], case_id: str
-) -> None:
+def test_dataset_toml_reads_back_exactly(built: dict[str, Built], sd_reads: dict[str, Any], case_id: str) -> None:
     b = built[case_id]
     read = stage_value(sd_reads[case_id], "dataset_config")
     ours = b.rendered.dataset
@@ -665,9 +655,7 @@ def test_dataset_toml_reads_back_exactly(
     (ours_dataset,) = as_sanitized(ours)["datasets"]
     ours_params = {k: v for k, v in ours_dataset.items() if k != "subsets"}
     problems = differences(ours_params, dataset["params"], "datasets.0")
-    assert len(dataset["subsets"]) == len(ours_dataset["subsets"]), (
-        "sd-scripts sees another number of subsets"
-    )
+    assert len(dataset["subsets"]) == len(ours_dataset["subsets"]), "sd-scripts sees another number of subsets"
     for i, (subset, theirs) in enumerate(zip(ours_dataset["subsets"], dataset["subsets"], strict=True)):
         problems += differences(ours["general"] | subset, theirs, f"datasets.0.subsets.{i}")
         # Not sd-scripts' own defaults (.caption, no shuffling): ours reached it.
@@ -715,18 +703,14 @@ def expected_lr_weights(cfg: Config) -> list[float] | None:
     result: list[float] = []
     for part, n in zip(("down", "mid", "up"), BLOCK_LR_LEN[family], strict=True):
         value = getattr(weights, part)
-        values = (
-            [1.0] * n if value is None else preset_lr_weights(value, n) if isinstance(value, str) else value
-        )
+        values = [1.0] * n if value is None else preset_lr_weights(value, n) if isinstance(value, str) else value
         result += [v if v > 0 else 0 for v in values]  # weights ≤ block_lr_zero_threshold (0) become 0
     return [1.0, *result, 1.0] if family == "sdxl" else result
 
 
 @pytest.mark.sd_scripts
 @pytest.mark.parametrize("case_id", case_params("network"))
-def test_network_module_reads_our_network_args(
-    built: dict[str, Built], sd_reads: dict[str, Any], case_id: str
-) -> None:
+def test_network_module_reads_our_network_args(built: dict[str, Built], sd_reads: dict[str, Any], case_id: str) -> None:
     net = built[case_id].config.network
     theirs = untag(stage_value(sd_reads[case_id], "create_network"))
     ours: dict[str, Any] = {
@@ -766,9 +750,7 @@ def same_numbers(a: Any, b: Any) -> bool:
 
 @pytest.mark.sd_scripts
 @pytest.mark.parametrize("case_id", case_params("optimizer"))
-def test_optimizer_gets_our_arguments(
-    built: dict[str, Built], sd_reads: dict[str, Any], case_id: str
-) -> None:
+def test_optimizer_gets_our_arguments(built: dict[str, Built], sd_reads: dict[str, Any], case_id: str) -> None:
     b = built[case_id]
     result = sd_reads[case_id]["get_optimizer"]
     if result["error"] and result["error"].startswith(("ImportError", "ModuleNotFoundError")):
@@ -789,9 +771,7 @@ def test_optimizer_gets_our_arguments(
 
 @pytest.mark.sd_scripts
 @pytest.mark.parametrize("case_id", case_params("prompts", [c.id for c in CASES.values() if c.samples]))
-def test_sample_prompts_read_back_exactly(
-    built: dict[str, Built], sd_reads: dict[str, Any], case_id: str
-) -> None:
+def test_sample_prompts_read_back_exactly(built: dict[str, Built], sd_reads: dict[str, Any], case_id: str) -> None:
     b = built[case_id]
     assert b.rendered.flat_training()["sample_prompts"] == str(b.layout.prompts)
     theirs = untag(stage_value(sd_reads[case_id], "load_prompts"))

@@ -53,9 +53,7 @@ def test_e2e_assets_are_what_sd_scripts_expects(e2e_assets: E2EAssets) -> None:
 def test_e2e_sdxl_model_fits_sdxl_unet(e2e_sdxl_model: Path) -> None:
     index = json.loads((e2e_sdxl_model / "model_index.json").read_text(encoding="utf-8"))
     assert index["_class_name"] == "StableDiffusionXLPipeline"
-    text_encoder, text_encoder_2 = (
-        read_config(e2e_sdxl_model / p) for p in ("text_encoder", "text_encoder_2")
-    )
+    text_encoder, text_encoder_2 = (read_config(e2e_sdxl_model / p) for p in ("text_encoder", "text_encoder_2"))
     # sd-scripts' SDXL U-Net is hard-coded: context 2048 = 768 + 1280, and it reads TE1's hidden state 11.
     assert (text_encoder["hidden_size"], text_encoder_2["hidden_size"]) == (768, 1280)
     assert text_encoder["num_hidden_layers"] >= 11

@@ -17,12 +17,20 @@ from kohya_wrap import events as ev
 
 pytestmark = pytest.mark.sd_scripts
 
-PROMPTS = '[{ text = "e2etok, a red square", width = 64, height = 64, steps = 2, cfg = 7.0, seed = 1 },' \
-          ' { text = "e2etok, a blue square", negative = "blurry", width = 64, height = 64, steps = 2 }]'  # fmt: skip
+PROMPTS = (
+    '[{ text = "e2etok, a red square", width = 64, height = 64, steps = 2, cfg = 7.0, seed = 1 },'
+    ' { text = "e2etok, a blue square", negative = "blurry", width = 64, height = 64, steps = 2 }]'
+)
 
 
-def write_config(tmp_path: Path, assets, model: Path, family: str = "sd15", epochs: int = 2,  # type: ignore[no-untyped-def]
-                 precision: str = "no") -> Path:  # fmt: skip
+def write_config(
+    tmp_path: Path,
+    assets,
+    model: Path,
+    family: str = "sd15",
+    epochs: int = 2,  # type: ignore[no-untyped-def]
+    precision: str = "no",
+) -> Path:
     images = tmp_path / "data" / "e2etok"
     shutil.copytree(assets.images, images)
     config = tmp_path / "e2e.toml"
@@ -114,8 +122,13 @@ def test_sd15_trains_two_epochs(tmp_path: Path, e2e_assets) -> None:  # type: ig
 
 def test_sd15_interrupted_then_resumed(tmp_path: Path, e2e_assets) -> None:  # type: ignore[no-untyped-def]
     config = write_config(tmp_path, e2e_assets, e2e_assets.sd15_model, epochs=3)
-    proc = subprocess.Popen(kohya_wrap("train", str(config)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        kohya_wrap("train", str(config)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and proc.poll() is None:
         # Epoch 1 is complete once its last sample exists (sd-scripts saves, then samples).
@@ -153,8 +166,12 @@ def test_missing_base_model_is_one_clear_line(tmp_path: Path, e2e_assets) -> Non
 @pytest.mark.slow
 def test_sdxl_bf16_trains(tmp_path: Path, e2e_assets, e2e_sdxl_model: Path) -> None:  # type: ignore[no-untyped-def]
     config = write_config(tmp_path, e2e_assets, e2e_sdxl_model, family="sdxl", precision="bf16")
-    proc = subprocess.run(kohya_wrap("train", str(config), "--set", "training.gradient_checkpointing=false"),
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        kohya_wrap("train", str(config), "--set", "training.gradient_checkpointing=false"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_trained(only_run(tmp_path), epochs=2, steps=8)
 
@@ -165,8 +182,9 @@ def test_lora_metadata_carries_our_config_hash(tmp_path: Path, e2e_assets) -> No
     from kohya_wrap.runs import read_record
 
     config = write_config(tmp_path, e2e_assets, e2e_assets.sd15_model, epochs=1)
-    proc = subprocess.run(kohya_wrap("train", str(config), "--set", "sampling.prompts=[]"), capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        kohya_wrap("train", str(config), "--set", "sampling.prompts=[]"), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     layout = RunLayout(only_run(tmp_path))
     record = read_record(layout)

@@ -27,11 +27,7 @@ def make(tmp_path: Path):  # type: ignore[no-untyped-def]
     write_images(images, [(512, 512)] * 10)
 
     def build(preset: str, *overrides: str) -> tuple[Config, StepPlan]:
-        files = (
-            [f"model.{k}='{models[k]}'" for k in ("clip_l", "t5xxl", "ae")]
-            if preset.startswith("flux")
-            else []
-        )
+        files = [f"model.{k}='{models[k]}'" for k in ("clip_l", "t5xxl", "ae")] if preset.startswith("flux") else []
         loaded = load_config(
             None,
             (
@@ -260,9 +256,7 @@ def test_earlier_runs_on_this_machine_replace_the_table(make, tmp_path: Path) ->
     runs = tmp_path / "runs"
     write_run(runs / "zdm-1")  # resolution 512, batch 2, fp16, no checkpointing: the same key
     other = write_run(runs / "zdm-2")
-    other.config.write_text(
-        other.config.read_text("utf-8").replace("batch_size = 2", "batch_size = 4"), "utf-8"
-    )
+    other.config.write_text(other.config.read_text("utf-8").replace("batch_size = 2", "batch_size = 4"), "utf-8")
     history = es.measured_runs(runs)
     assert sorted(m.run.name for m in history) == ["zdm-1", "zdm-2"]
     time = es.estimate(cfg, plan, gpu(23.5), history).time
@@ -349,9 +343,7 @@ def test_estimate_command_for_a_named_gpu(make, tmp_path: Path) -> None:  # type
     assert result.stderr.startswith("warning: vram: ≈ 12.6 GB needed but 12.0 GB free")
 
 
-def test_train_warns_before_launch(
-    make, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:  # type: ignore[no-untyped-def]
+def test_train_warns_before_launch(make, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     from kohya_wrap.cli import _print_plan
     from kohya_wrap.presets import LoadedConfig
 
@@ -373,9 +365,7 @@ def test_train_warns_before_launch(
     assert err.startswith("warning: vram: ≈ 12.6 GB needed but 11.5 GB free")
 
 
-def test_estimate_command_probes_only_when_asked(
-    make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+def test_estimate_command_probes_only_when_asked(make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     import kohya_wrap.doctor
 
     make("sd15-character")
@@ -408,12 +398,7 @@ def test_estimate_matches_a_real_cpu_run(real: RealRuns) -> None:
     events = [from_json(line) for line in (real.run / "events.jsonl").read_text("utf-8").splitlines()]
     started = [e for e in events if isinstance(e, RunStarted)]
     # Steps are exact: the plan, sd-scripts' own count and the steps it ran agree.
-    assert (
-        plan.total_steps
-        == started[-1].total_steps
-        == len({e.step for e in events if isinstance(e, Step)})
-        == 8
-    )
+    assert plan.total_steps == started[-1].total_steps == len({e.step for e in events if isinstance(e, Step)}) == 8
     # `train` printed the estimate from the calibration run before it started.
     assert "measured on this machine: 1 earlier run" in real.run_stdout
     history = [m for m in es.measured_runs(real.run.parent) if m.run != real.run]

@@ -95,9 +95,7 @@ def test_every_event_kind_has_a_name() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("value", "text"), [(math.nan, '"NaN"'), (math.inf, '"Infinity"'), (-math.inf, '"-Infinity"')]
-)
+@pytest.mark.parametrize(("value", "text"), [(math.nan, '"NaN"'), (math.inf, '"Infinity"'), (-math.inf, '"-Infinity"')])
 def test_non_finite_floats_stay_strict_json(value: float, text: str) -> None:
     line = to_json(Step(step=2, total=12, loss=value, rate=1.44, eta_s=6.0, elapsed_s=1.0))
     assert f'"loss":{text}' in line

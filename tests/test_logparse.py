@@ -42,9 +42,7 @@ NO_DATA = (
     "画像があるフォルダの親フォルダを指定する必要があります）"
 )
 CONSTANT_WARMUP = "ValueError: SchedulerType.CONSTANT does not require `num_warmup_steps`. Set None or 0."
-KILLED = (
-    "subprocess.CalledProcessError: Command '['python', 'train_network.py']' died with <Signals.SIGKILL: 9>."
-)
+KILLED = "subprocess.CalledProcessError: Command '['python', 'train_network.py']' died with <Signals.SIGKILL: 9>."
 BAR_1 = "steps:  12%|█▎        | 1/8 [00:01<00:10,  1.48s/it, avr_loss=1.16]"
 BAR_2 = "steps:  25%|██▌       | 2/8 [00:02<00:08,  1.34s/it, avr_loss=1.14]"
 
@@ -67,9 +65,7 @@ def merged(name: str) -> str:
     return stdout + ("\n" if stdout and not stdout.endswith("\n") else "") + read(LOGS / f"{name}.stderr.txt")
 
 
-def parse(
-    text: str, exit_code: int | None, sizes: tuple[int, int] | None = None
-) -> tuple[list[Event], LogParser]:
+def parse(text: str, exit_code: int | None, sizes: tuple[int, int] | None = None) -> tuple[list[Event], LogParser]:
     """All events for `text`, fed whole or, with `sizes`, in random chunks of that many characters."""
     parser = LogParser()
     events: list[Event] = []
@@ -133,17 +129,12 @@ def samples(*steps_and_epochs: tuple[int, int], prompts: int = 2) -> list[Sample
 def trained(out: str, name: str, epochs: int) -> tuple[list[CheckpointSaved], list[StateSaved]]:
     """Checkpoints and states of a run that finished `epochs` epochs of 4 steps, saving every epoch."""
     checkpoints = [
-        CheckpointSaved(
-            path=f"{out}/{name}-{epoch:06d}.safetensors", epoch=epoch, step=4 * epoch, final=False
-        )
+        CheckpointSaved(path=f"{out}/{name}-{epoch:06d}.safetensors", epoch=epoch, step=4 * epoch, final=False)
         for epoch in range(1, epochs)
     ]
-    checkpoints.append(
-        CheckpointSaved(path=f"{out}/{name}.safetensors", epoch=epochs, step=4 * epochs, final=True)
-    )
+    checkpoints.append(CheckpointSaved(path=f"{out}/{name}.safetensors", epoch=epochs, step=4 * epochs, final=True))
     states = [
-        StateSaved(path=f"{out}/{name}-{epoch:06d}-state", epoch=epoch, step=4 * epoch)
-        for epoch in range(1, epochs)
+        StateSaved(path=f"{out}/{name}-{epoch:06d}-state", epoch=epoch, step=4 * epoch) for epoch in range(1, epochs)
     ]
     states.append(StateSaved(path=f"{out}/{name}-state", epoch=epochs, step=4 * epochs))
     return checkpoints, states
@@ -162,14 +153,23 @@ def sampling(*steps: int) -> list[Phase]:
 def two_epochs(name: str, out: str, lora: str, phases: list[Phase], steps: int = 16) -> Case:
     """A successful fixture run: 2 epochs of 4 steps, saving and sampling (2 prompts) every epoch."""
     steps_seen = (8, 8) if steps else None
-    return Case(name, 0, plan(8, 2), steps, steps_seen, [1, 2], [1, 2], *trained(out, lora, 2),
-                samples((4, 1), (8, 2)), phases, COMPLETED)  # fmt: skip
+    return Case(
+        name,
+        0,
+        plan(8, 2),
+        steps,
+        steps_seen,
+        [1, 2],
+        [1, 2],
+        *trained(out, lora, 2),
+        samples((4, 1), (8, 2)),
+        phases,
+        COMPLETED,
+    )
 
 
 SUCCESSES = [
-    two_epochs(
-        "sd15_accelerate_notty", "/srv/e2e/out/sd15", "e2e_lora", [NETWORK, SD15, CACHING, *sampling(4, 8)]
-    ),
+    two_epochs("sd15_accelerate_notty", "/srv/e2e/out/sd15", "e2e_lora", [NETWORK, SD15, CACHING, *sampling(4, 8)]),
     # tqdm drew nothing into the typescript, so there are no steps to see.
     two_epochs(
         "sd15_accelerate_tty.typescript.txt",
@@ -327,11 +327,7 @@ FAILURES = [
         (4, 16),
         [1],
         [],
-        [
-            CheckpointSaved(
-                path="/srv/e2e/fail/out_int/e2e_lora-000001.safetensors", epoch=1, step=4, final=False
-            )
-        ],
+        [CheckpointSaved(path="/srv/e2e/fail/out_int/e2e_lora-000001.safetensors", epoch=1, step=4, final=False)],
         [StateSaved(path="/srv/e2e/fail/out_int/e2e_lora-000001-state", epoch=1, step=4)],
         samples((4, 1), prompts=1),
         [NETWORK, SD15, CACHING, *sampling(4)],
@@ -403,9 +399,7 @@ def test_random_chunks_give_the_same_events(case: Case) -> None:
 def test_piped_apart_streams_can_be_fed_one_after_the_other() -> None:
     parser = LogParser()
     stdout = read(LOGS / "sd15_accelerate_notty.stdout.txt")
-    events = (
-        parser.feed(stdout) + parser.feed("\n") + parser.feed(read(LOGS / "sd15_accelerate_notty.stderr.txt"))
-    )
+    events = parser.feed(stdout) + parser.feed("\n") + parser.feed(read(LOGS / "sd15_accelerate_notty.stderr.txt"))
     events += parser.finish(0)
     assert [to_json(event) for event in events] == [
         to_json(event) for event in parse(merged("sd15_accelerate_notty"), 0)[0]
@@ -470,9 +464,7 @@ def test_a_bar_is_reported_before_its_line_ends() -> None:
         ("steps:  50%|█████     | 4/8 [00:04<00:04,  1.17s/it]", 0.8547, 4.0, 4.0),
     ],
 )
-def test_rate_is_in_iterations_per_second(
-    bar: str, rate: float | None, eta_s: float | None, elapsed_s: float
-) -> None:
+def test_rate_is_in_iterations_per_second(bar: str, rate: float | None, eta_s: float | None, elapsed_s: float) -> None:
     (step,) = rounded(of(LogParser().feed(f"\r{bar}\n"), Step))
     assert (step.rate, step.eta_s, step.elapsed_s) == (rate, eta_s, elapsed_s)
 
@@ -501,9 +493,7 @@ def test_a_wrapped_record_comes_out_whole() -> None:
     )
     parser = LogParser()
     assert parser.feed(record) == []
-    assert parser.finish(None)[0] == StateSaved(
-        path="/srv/e2e/out/sd15/e2e_lora-000001-state", epoch=1, step=4
-    )
+    assert parser.finish(None)[0] == StateSaved(path="/srv/e2e/out/sd15/e2e_lora-000001-state", epoch=1, step=4)
     assert parser.last_relevant_lines(2) == [
         "save train state to /srv/e2e/out/sd15/e2e_lora-000001-state/train_state.json at epoch 1 step 4",
         "Model weights saved in",
@@ -514,10 +504,7 @@ def test_idle_completes_the_last_record() -> None:
     # A record may go on in the next line, so it ends only when something else starts, or when the
     # caller says the child has gone quiet.
     parser = LogParser()
-    assert (
-        parser.feed("                    INFO     caching latents...               train_util.py:1170\n")
-        == []
-    )
+    assert parser.feed("                    INFO     caching latents...               train_util.py:1170\n") == []
     assert parser.idle() == [Phase(name="caching_latents", detail="")]
     assert parser.idle() == []
 
@@ -666,9 +653,7 @@ def test_exceptions_are_classified(exception: str, kind: ErrorKind, hint: str) -
 def test_an_error_message_may_span_lines() -> None:
     parser = LogParser()
     events = parser.feed(traceback("ValueError: first line", "second line") + "\n" + LAUNCHER_FAILURE)
-    assert events == [
-        Error(kind="unknown", message="ValueError: first line\nsecond line", hint=HINTS["unknown"])
-    ]
+    assert events == [Error(kind="unknown", message="ValueError: first line\nsecond line", hint=HINTS["unknown"])]
 
 
 def test_a_chained_cause_decides_the_kind() -> None:
@@ -701,18 +686,14 @@ def test_exit_0_without_the_final_model_is_a_failure() -> None:
     parser = LogParser()
     parser.feed("running training / 学習開始\n")
     assert parser.finish(0) == [
-        Error(
-            kind="unknown", message="sd-scripts ended without saving the final model", hint=HINTS["unknown"]
-        ),
+        Error(kind="unknown", message="sd-scripts ended without saving the final model", hint=HINTS["unknown"]),
         RunFinished(exit_code=0, success=False, reason="unknown"),
     ]
 
 
 @pytest.mark.parametrize("exit_code", [-2, 130, -15, 143])
 def test_signal_exit_codes_mean_interrupted(exit_code: int) -> None:
-    assert LogParser().finish(exit_code) == [
-        RunFinished(exit_code=exit_code, success=False, reason="interrupted")
-    ]
+    assert LogParser().finish(exit_code) == [RunFinished(exit_code=exit_code, success=False, reason="interrupted")]
 
 
 @pytest.mark.parametrize(
@@ -745,9 +726,7 @@ def test_warnings_are_selective_and_shown_once() -> None:
 
 def test_files_written_when_a_crash_comes_are_not_reported() -> None:
     sampling = (
-        "generating sample images at step / サンプル画像生成 ステップ: 0\n"
-        "prompt: a red square\n"
-        "prompt: a blue square\n"
+        "generating sample images at step / サンプル画像生成 ステップ: 0\nprompt: a red square\nprompt: a blue square\n"
     )
     parser = LogParser()
     events = parser.feed(sampling) + parser.feed(traceback("KeyboardInterrupt")) + parser.finish(None)

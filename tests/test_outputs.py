@@ -23,9 +23,14 @@ def layout(tmp_path: Path) -> RunLayout:
     layout.samples_dir.mkdir(parents=True)
     for name in ("zdm-000001.safetensors", "zdm-000002.safetensors", "zdm.safetensors", "other-000001.safetensors"):
         write_safetensors(layout.output_dir / name, {"ss_output_name": name})
-    for sample in ("zdm_e000001_00_20260101120000_1.png", "zdm_e000001_01_20260101120001.png",
-                   "zdm_e000002_00_20260101130000_1.png", "zdm_e000002_00_20260101140000_1.png",
-                   "zdm_e000003_00_20260101150000_1.png", "zdm_000010_00_20260101150000_1.png"):  # fmt: skip
+    for sample in (
+        "zdm_e000001_00_20260101120000_1.png",
+        "zdm_e000001_01_20260101120001.png",
+        "zdm_e000002_00_20260101130000_1.png",
+        "zdm_e000002_00_20260101140000_1.png",
+        "zdm_e000003_00_20260101150000_1.png",
+        "zdm_000010_00_20260101150000_1.png",
+    ):
         (layout.samples_dir / sample).write_bytes(b"png")
     (layout.output_dir / "zdm-000002-state").mkdir()
     (layout.output_dir / "zdm-state").mkdir()
@@ -39,8 +44,10 @@ def test_collect_maps_the_final_file_to_the_last_epoch(layout: RunLayout) -> Non
         ("zdm-000002.safetensors", 2, False),
         ("zdm.safetensors", 3, True),
     ]
-    assert [p.name for p in files[0].samples] == ["zdm_e000001_00_20260101120000_1.png",
-                                                  "zdm_e000001_01_20260101120001.png"]  # fmt: skip
+    assert [p.name for p in files[0].samples] == [
+        "zdm_e000001_00_20260101120000_1.png",
+        "zdm_e000001_01_20260101120001.png",
+    ]
     # The newest sample of an epoch and prompt wins (a resumed epoch renders again).
     assert [p.name for p in files[1].samples] == ["zdm_e000002_00_20260101140000_1.png"]
     assert files[0].size == (layout.output_dir / "zdm-000001.safetensors").stat().st_size
@@ -59,11 +66,14 @@ def test_read_metadata(layout: RunLayout) -> None:
     assert read_metadata(layout.output_dir / "zdm.safetensors") == {"ss_output_name": "zdm.safetensors"}
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"abc", "too short to be a safetensors file"),
-    (struct.pack("<Q", 2**40), "is not a safetensors header"),
-    (struct.pack("<Q", 3) + b"{x}", "header is not JSON"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"abc", "too short to be a safetensors file"),
+        (struct.pack("<Q", 2**40), "is not a safetensors header"),
+        (struct.pack("<Q", 3) + b"{x}", "header is not JSON"),
+    ],
+)
 def test_read_metadata_rejects_other_files(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)

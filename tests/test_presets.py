@@ -169,9 +169,7 @@ def test_parse_override(text: str, parts: list[str], value: Any) -> None:
 def test_bad_override_syntax(text: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_override(text)
-    assert caught.value.lines == (
-        f"--set: '{text}' must look like section.key=value, e.g. training.epochs=3",
-    )
+    assert caught.value.lines == (f"--set: '{text}' must look like section.key=value, e.g. training.epochs=3",)
 
 
 def test_overrides_build_nested_tables() -> None:
@@ -190,9 +188,7 @@ def test_an_override_cannot_go_inside_a_value() -> None:
 # ---- paths --------------------------------------------------------------------------------------
 
 
-def test_relative_paths_are_read_from_the_config_files_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_relative_paths_are_read_from_the_config_files_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "project"
     (folder / "models").mkdir(parents=True)
     (folder / "models" / "base.safetensors").write_bytes(b"")
@@ -233,9 +229,7 @@ def test_absolute_and_home_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert [d.path for d in cfg.dataset.dirs] == ["/data/imgs", str(tmp_path / "home" / "imgs")]
 
 
-def test_override_paths_are_read_from_the_working_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_override_paths_are_read_from_the_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "conf" / "config.toml"
     config.parent.mkdir()
     config.write_text('[model]\nfamily = "sd15"\nbase = "/m/base.safetensors"\n', encoding="utf-8")
@@ -287,14 +281,11 @@ def test_missing_and_invalid_config_files(tmp_path: Path) -> None:
     assert load_errors(missing) == [f"config: file not found: {missing}"]
     bad = tmp_path / "bad.toml"
     bad.write_text('[model]\nfamily = "sd15\n', encoding="utf-8")
-    assert load_errors(bad) == [
-        f"config: {bad} is not valid TOML: Illegal character '\\n' (at line 2, column 15)"
-    ]
+    assert load_errors(bad) == [f"config: {bad} is not valid TOML: Illegal character '\\n' (at line 2, column 15)"]
     latin = tmp_path / "latin.toml"
     latin.write_bytes("# caf\xe9\n".encode("latin-1"))
     assert load_errors(latin) == [
-        f"config: cannot read {latin}: 'utf-8' codec can't decode byte 0xe9 in position 5: invalid "
-        "continuation byte"
+        f"config: cannot read {latin}: 'utf-8' codec can't decode byte 0xe9 in position 5: invalid continuation byte"
     ]
 
 

@@ -192,17 +192,14 @@ def test_flux_is_refused(run: RunLayout, tmp_path: Path) -> None:
         run_preview(run.root)
 
 
-def test_a_failed_generation_keeps_the_previous_preview(
-    run: RunLayout, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_generation_keeps_the_previous_preview(run: RunLayout, monkeypatch: pytest.MonkeyPatch) -> None:
     run_preview(run.root, [3], [1.0])
     before = (run.report_dir / "preview.png").read_bytes()
     monkeypatch.setenv("FAKE_GEN_IMG_FAIL", "1")
     with pytest.raises(SdScriptsError) as caught:
         run_preview(run.root, [1, 2], [0.5])
     assert caught.value.lines[0] == (
-        f"preview: gen_img.py exited with 1 and wrote 0 of 2 images; last lines of "
-        f"{run.report_dir / 'preview.log'}:"
+        f"preview: gen_img.py exited with 1 and wrote 0 of 2 images; last lines of {run.report_dir / 'preview.log'}:"
     )
     assert caught.value.lines[-1] == "  RuntimeError: no GPU today"
     assert (run.report_dir / "preview.png").read_bytes() == before
@@ -221,9 +218,7 @@ def test_preview_command(run: RunLayout) -> None:
         f"preview: {run.report_dir / 'preview.png'}",
         f"report: {run.report_dir / 'index.html'}",
     ]
-    result = CliRunner().invoke(
-        main, ["preview", str(run.root), "--weights", "0.8,x"], catch_exceptions=False
-    )
+    result = CliRunner().invoke(main, ["preview", str(run.root), "--weights", "0.8,x"], catch_exceptions=False)
     assert (result.exit_code, result.stderr) == (
         2,
         "preview: --weights takes numbers separated by commas, not '0.8,x'\n",

@@ -286,9 +286,7 @@ def out_hash(cfg: Config) -> str:
     ("percent", "total", "processes", "steps"),
     [(0, 300, 1, 0), (5, 300, 1, 15), (10, 700, 1, 70), (2.5, 101, 1, 3), (10, 150, 2, 30), (5, 100, 4, 20)],
 )
-def test_warmup_percent_becomes_scheduler_steps(
-    percent: float, total: int, processes: int, steps: int
-) -> None:
+def test_warmup_percent_becomes_scheduler_steps(percent: float, total: int, processes: int, steps: int) -> None:
     # With N processes accelerate steps the scheduler N times per step, and sd-scripts schedules over
     # max_train_steps × N (get_scheduler_fix), so the warmup counts in those steps too.
     cfg = make_config(
@@ -352,29 +350,21 @@ def test_optimizer_args_round_trip_through_sd_scripts_parsing(value: Any, python
 
 
 def test_adafactor_gets_fixed_lr_args_unless_relative_step_is_set() -> None:
-    args = train_args(
-        rendered(make_config(optimizer__type="Adafactor", optimizer__args={"weight_decay": 0.01}))
-    )
+    args = train_args(rendered(make_config(optimizer__type="Adafactor", optimizer__args={"weight_decay": 0.01})))
     assert args["optimizer_args"] == [
         "relative_step=False",
         "scale_parameter=False",
         "warmup_init=False",
         "weight_decay=0.01",
     ]
-    args = train_args(
-        rendered(make_config(optimizer__type="Adafactor", optimizer__args={"relative_step": True}))
-    )
+    args = train_args(rendered(make_config(optimizer__type="Adafactor", optimizer__args={"relative_step": True})))
     assert args["optimizer_args"] == ["relative_step=True"]
     assert "optimizer_args" not in train_args(rendered(make_config(optimizer__type="AdamW")))
 
 
 def test_learning_rates() -> None:
     args = train_args(
-        rendered(
-            make_config(
-                optimizer__learning_rate=2e-4, optimizer__unet_lr=1e-4, optimizer__text_encoder_lr=1e-5
-            )
-        )
+        rendered(make_config(optimizer__learning_rate=2e-4, optimizer__unet_lr=1e-4, optimizer__text_encoder_lr=1e-5))
     )
     assert (args["learning_rate"], args["unet_lr"], args["text_encoder_lr"]) == (2e-4, 1e-4, [1e-5])
     args = train_args(rendered(make_config()))
@@ -481,9 +471,7 @@ def test_extra_args_are_checked_and_written_last() -> None:
         "lr_scheduler_args": [",x", "y=1"],
     }
     with pytest.raises(ConfigError) as caught:
-        rendered(
-            make_config(run__extra_args={"learning_rate": 1e-3, "max_grad_nrm": 1.0, "max_grad_norm": "1"})
-        )
+        rendered(make_config(run__extra_args={"learning_rate": 1e-3, "max_grad_nrm": 1.0, "max_grad_norm": "1"}))
     assert caught.value.lines == (
         "run.extra_args.learning_rate: kohya_wrap already sets this from the config; use the matching "
         "config key instead",
@@ -677,9 +665,7 @@ def test_accelerate_yaml(run: dict[str, Any], expected: dict[str, Any]) -> None:
 
 
 def test_accelerate_mixed_precision_no_stays_a_string() -> None:
-    text = rendered(make_config(training__mixed_precision="none")).files(RunLayout(Path("/r")))[
-        "accelerate.yaml"
-    ]
+    text = rendered(make_config(training__mixed_precision="none")).files(RunLayout(Path("/r")))["accelerate.yaml"]
     assert 'mixed_precision: "no"\n' in text
     assert yaml.safe_load(text)["mixed_precision"] == "no"
 
@@ -726,9 +712,17 @@ print("RESULT " + json.dumps(result))
 
 # The arguments compared between sd-scripts' namespace and our rendered train.toml.
 SD_SCRIPTS_ARGS = [
-    "output_name", "learning_rate", "network_args", "optimizer_args", "text_encoder_lr", "lr_warmup_steps",
-    "metadata_trigger_phrase", "pretrained_model_name_or_path", "network_alpha", "network_dim",
-]  # fmt: skip
+    "output_name",
+    "learning_rate",
+    "network_args",
+    "optimizer_args",
+    "text_encoder_lr",
+    "lr_warmup_steps",
+    "metadata_trigger_phrase",
+    "pretrained_model_name_or_path",
+    "network_alpha",
+    "network_dim",
+]
 
 
 @pytest.mark.sd_scripts

@@ -136,9 +136,7 @@ def write_run(
             name = f"zdm_e{epoch:06d}_{index:02d}_2026010112{epoch:02d}00_{index + 1}.png"
             Image.new("RGB", (64, 48), colour(epoch, index)).save(layout.samples_dir / name)
     for epoch in loras if loras is not None else range(1, epochs + 1):
-        name = (
-            "zdm.safetensors" if epoch == epochs and status == "finished" else f"zdm-{epoch:06d}.safetensors"
-        )
+        name = "zdm.safetensors" if epoch == epochs and status == "finished" else f"zdm-{epoch:06d}.safetensors"
         (layout.output_dir / name).write_bytes(b"\0" * 1024 * epoch)
     layout.events.write_text("".join(ev.to_json(e, t) + "\n" for e, t in timed), encoding="utf-8")
     return layout
@@ -286,10 +284,7 @@ def test_report_of_a_finished_run(run: RunLayout) -> None:
     assert "<span class='status finished'>finished</span>" in page
     assert "12 steps, from the progress bar (events.jsonl)." in page
     # The final file is the last epoch's; links are relative to report/.
-    assert (
-        '<td>epoch 3 (final)</td><td><a href="../output/zdm.safetensors">../output/zdm.safetensors</a></td>'
-        in page
-    )
+    assert '<td>epoch 3 (final)</td><td><a href="../output/zdm.safetensors">../output/zdm.safetensors</a></td>' in page
     assert '<a href="../output/sample/zdm_e000001_00_20260101120100_1.png">#1</a>' in page
     assert "[save]\noutput_name = &quot;zdm&quot;" in page
     timings = run_timings(timeline(3, 4, 2), START.timestamp())
@@ -342,9 +337,7 @@ def test_page_is_self_contained(run: RunLayout) -> None:
         assert not target.startswith("/")
         assert (run.report_dir / target).exists(), target
     assert not [p for p in run.report_dir.iterdir() if p.name.startswith(".")]  # no temporary files left
-    assert all(
-        p.stat().st_mode & 0o044 == 0o044 for p in run.report_dir.iterdir()
-    )  # readable by a web server
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in run.report_dir.iterdir())  # readable by a web server
 
 
 # ---- rendered by a real browser -------------------------------------------------------------------
@@ -431,9 +424,7 @@ def test_tensorboard_names_each_run(tmp_path: Path) -> None:
         "--port",
         "6006",
     ]
-    result = CliRunner().invoke(
-        main, ["tensorboard", "--print", str(layouts[0].root)], catch_exceptions=False
-    )
+    result = CliRunner().invoke(main, ["tensorboard", "--print", str(layouts[0].root)], catch_exceptions=False)
     assert result.stdout.endswith(f"--logdir_spec zdm-1:{layouts[0].logging_dir} --port 6006\n")
     result = CliRunner().invoke(main, ["tensorboard", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 2

@@ -102,7 +102,9 @@ def test_success_writes_the_run_folder(fake_run) -> None:  # type: ignore[no-unt
     assert len(started) == 1 and started[0].total_steps == 8 and started[0].epochs == 2
     checkpoints = [e for e in events if isinstance(e, ev.CheckpointSaved)]
     assert [(Path(e.path).name, e.epoch) for e in checkpoints] == [
-        ("e2e_lora-000001.safetensors", 1), ("e2e_lora.safetensors", 2)]  # fmt: skip
+        ("e2e_lora-000001.safetensors", 1),
+        ("e2e_lora.safetensors", 2),
+    ]
     steps = [e for e in events if isinstance(e, ev.Step)]
     assert steps[-1].step == 8 and steps[-1].total == 8
     assert isinstance(events[-1], ev.RunFinished) and events[-1].success

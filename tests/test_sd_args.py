@@ -106,8 +106,7 @@ def test_flux_only_option_is_unknown_for_sd15() -> None:
 
 def test_value_outside_choices() -> None:
     assert check_training_args(SD15, {"mixed_precision": "fp32"}) == [
-        "sd-scripts argument 'mixed_precision' for train_network.py must be one of 'no', 'fp16', 'bf16', "
-        "got 'fp32'"
+        "sd-scripts argument 'mixed_precision' for train_network.py must be one of 'no', 'fp16', 'bf16', got 'fp32'"
     ]
 
 

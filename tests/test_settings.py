@@ -117,9 +117,7 @@ SEAART_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("setting", "key", "value", "held"), SEAART_VALUES, ids=[r[0] for r in SEAART_VALUES]
-)
+@pytest.mark.parametrize(("setting", "key", "value", "held"), SEAART_VALUES, ids=[r[0] for r in SEAART_VALUES])
 def test_every_seaart_value_is_accepted(setting: str, key: str, value: Any, held: Any) -> None:
     values = {key: value}
     if key == "dataset.crop_size":
@@ -440,9 +438,7 @@ def test_extra_keys_are_rejected_at_every_level(doc_values: dict[str, Any], line
 
 
 def test_union_errors_read_as_one_line() -> None:
-    assert errors(run__gpu_ids="some") == [
-        "run.gpu_ids: expected one of 'all' or a list of integers, got 'some'"
-    ]
+    assert errors(run__gpu_ids="some") == ["run.gpu_ids: expected one of 'all' or a list of integers, got 'some'"]
     assert errors(optimizer__args={"betas": {"a": 1}}) == [
         "optimizer.args.betas: expected true or false, an integer, a number, a string or a list of numbers, "
         "got {'a': 1}"
@@ -522,9 +518,7 @@ def test_family_and_variant_defaults(
         ),
     ],
 )
-def test_user_values_are_never_replaced_by_defaults(
-    family: str, values: dict[str, Any], key: str, kept: Any
-) -> None:
+def test_user_values_are_never_replaced_by_defaults(family: str, values: dict[str, Any], key: str, kept: Any) -> None:
     assert get(validate(make_doc(family, values)), key) == kept
 
 
@@ -569,9 +563,7 @@ def test_output_name_defaults_to_the_dataset_name(dirs: list[dict[str, Any]], na
 
 
 def test_kohya_folder_names_give_repeats_and_class_token() -> None:
-    cfg = config(
-        dataset__dirs=[{"path": "/data/20_zdm 1boy"}, {"path": "/data/plain"}, {"path": "/data/x_y"}]
-    )
+    cfg = config(dataset__dirs=[{"path": "/data/20_zdm 1boy"}, {"path": "/data/plain"}, {"path": "/data/x_y"}])
     assert [(d.repeats, d.class_token) for d in cfg.dataset.dirs] == [(20, "zdm 1boy"), (1, None), (1, None)]
 
 
@@ -585,10 +577,7 @@ FLUX_NEEDS = [
 
 
 def flux_ignored(key: str) -> str:
-    return (
-        f"{key}: Flux training does not support this setting (sd-scripts would ignore or reject it); "
-        "remove it"
-    )
+    return f"{key}: Flux training does not support this setting (sd-scripts would ignore or reject it); remove it"
 
 
 CHECK_ERRORS = [
@@ -613,20 +602,14 @@ CHECK_ERRORS = [
     (
         "sd15",
         {"network.train_unet_only": True, "network.train_text_encoder_only": True},
-        [
-            "network.train_unet_only: cannot be combined with network.train_text_encoder_only; keep at most "
-            "one of them"
-        ],
+        ["network.train_unet_only: cannot be combined with network.train_text_encoder_only; keep at most one of them"],
     ),
     # check_variant
     ("sd15", {"model.variant": "pony"}, ["model.variant: 'pony' is not a sd15 variant; use one of base"]),
     (
         "sdxl",
         {"model.variant": "ponyv6"},
-        [
-            "model.variant: 'ponyv6' is not a sdxl variant; use one of base, pony, illustrious, noobai, "
-            "noobai-vpred"
-        ],
+        ["model.variant: 'ponyv6' is not a sdxl variant; use one of base, pony, illustrious, noobai, noobai-vpred"],
     ),
     # check_flux_files
     ("flux", {"model.clip_l": None, "model.t5xxl": None, "model.ae": None}, FLUX_NEEDS),
@@ -861,9 +844,7 @@ CHECK_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("family", "values", "lines"), CHECK_ERRORS, ids=[str(i) for i in range(len(CHECK_ERRORS))]
-)
+@pytest.mark.parametrize(("family", "values", "lines"), CHECK_ERRORS, ids=[str(i) for i in range(len(CHECK_ERRORS))])
 def test_check_errors(family: str, values: dict[str, Any], lines: list[str]) -> None:
     assert errors_of(make_doc(family, values)) == lines
 
@@ -936,10 +917,7 @@ CHECK_WARNINGS = [
     (
         "sd15",
         {"network.dim": 8, "network.alpha": 16},
-        [
-            "network.alpha: 16 is above dim 8, which scales updates up; SeaArt advises alpha ≤ dim, "
-            "commonly dim / 2 = 4"
-        ],
+        ["network.alpha: 16 is above dim 8, which scales updates up; SeaArt advises alpha ≤ dim, commonly dim / 2 = 4"],
     ),
     # check_adaptive_lr
     (
@@ -981,18 +959,12 @@ CHECK_WARNINGS = [
     (
         "sdxl",
         {"training.mixed_precision": "fp16"},
-        [
-            "training.mixed_precision: fp16 on sdxl risks NaN loss and black samples; use bf16 where the "
-            "GPU supports it"
-        ],
+        ["training.mixed_precision: fp16 on sdxl risks NaN loss and black samples; use bf16 where the GPU supports it"],
     ),
     (
         "flux",
         {"training.mixed_precision": "fp16"},
-        [
-            "training.mixed_precision: fp16 on flux risks NaN loss and black samples; use bf16 where the "
-            "GPU supports it"
-        ],
+        ["training.mixed_precision: fp16 on flux risks NaN loss and black samples; use bf16 where the GPU supports it"],
     ),
     ("sd15", {"training.mixed_precision": "fp16"}, []),
     # check_batch_size
@@ -1035,10 +1007,7 @@ CHECK_WARNINGS = [
     (
         "sd15",
         {"tagging.trigger_word": "zdm", "training.keep_tokens": 0},
-        [
-            "training.keep_tokens: 0 lets shuffling move the trigger word 'zdm' away from the front; set "
-            "keep_tokens = 1"
-        ],
+        ["training.keep_tokens: 0 lets shuffling move the trigger word 'zdm' away from the front; set keep_tokens = 1"],
     ),
     ("sd15", {"tagging.trigger_word": "zdm", "training.keep_tokens": 0, "training.shuffle_tags": False}, []),
     (

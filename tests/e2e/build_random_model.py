@@ -92,9 +92,7 @@ def build_sd15(tokenizers: Path, cross_dim: int) -> DiffusionPipeline:
         cross_attention_dim=cross_dim,
         attention_head_dim=8,
     )
-    text_encoder = with_nonzero_final_norm_bias(
-        CLIPTextModel(clip_text_config(cross_dim, 2, 4, cross_dim * 2)), seed=0
-    )
+    text_encoder = with_nonzero_final_norm_bias(CLIPTextModel(clip_text_config(cross_dim, 2, 4, cross_dim * 2)), seed=0)
     scheduler = PNDMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,

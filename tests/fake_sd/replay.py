@@ -3,7 +3,8 @@
 Used as `run.python` (through a small wrapper) so the runner is tested without models. It reads the
 run's train.toml like sd-scripts would, rewrites the recorded output folder and LoRA name to this
 run's, prints the log line by line, and creates each file the log says was saved.
-Environment: FAKE_SD_LOG (the logs to replay, joined with os.pathsep: e.g. stdout then stderr), FAKE_SD_EXIT (exit code, default 0),
+Environment: FAKE_SD_LOG (the logs to replay, joined with os.pathsep: e.g. stdout then stderr),
+FAKE_SD_EXIT (exit code, default 0),
 FAKE_SD_HANG=1 (after the first saved state, wait for a signal like a long epoch would),
 FAKE_SD_ARGV (a file to append the received argv to).
 """
