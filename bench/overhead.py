@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -20,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import asset_key, builder, cached_asset, random_model, run_builder, tokenizers_dir  # noqa: E402
+from conftest import E2EAssets, asset_key, builder, cached_asset, random_model, run_builder, tokenizers_dir  # noqa: E402
+from test_e2e_train import write_config  # noqa: E402
 
 from kohya_wrap.dataset import plan_steps, scan  # noqa: E402
 from kohya_wrap.launch import plan_training  # noqa: E402
@@ -31,45 +31,16 @@ GOAL = 1.01
 
 
 def make_config(folder: Path) -> Path:
+    """The real-training test's config: random SD1.5, 4 images of 64 px, 2 epochs, 2 sample prompts."""
     tokenizers = tokenizers_dir()
-    model = random_model("sd15", tokenizers)
     script = builder("make_images.py")
     images = cached_asset(
         "images",
         asset_key(script, "4", "64"),
         lambda out: run_builder(sys.executable, str(script), str(out), "--count", "4", "--size", "64"),
     )
-    data = folder / "e2etok"
-    shutil.copytree(images, data)
-    config = folder / "bench.toml"
-    config.write_text(f"""
-[model]
-family = "sd15"
-base = "{model}"
-tokenizer_cache_dir = "{tokenizers}"
-[dataset]
-dirs = [{{ path = "{data}" }}]
-resolution = 64
-enable_bucket = false
-[network]
-dim = 4
-[optimizer]
-type = "AdamW"
-scheduler = "constant"
-[training]
-epochs = 2
-batch_size = 1
-mixed_precision = "no"
-shuffle_tags = false
-[sampling]
-prompts = [{{ text = "e2etok, a red square", width = 64, height = 64, steps = 2 }},
-           {{ text = "e2etok, a blue square", width = 64, height = 64, steps = 2 }}]
-[save]
-output_name = "bench"
-[run]
-runs_dir = "{folder / "runs"}"
-""")
-    return config
+    model = random_model("sd15", tokenizers)
+    return write_config(folder, E2EAssets(tokenizers, model, images), model)
 
 
 def run_wrapper(config: Path) -> float:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
+import fake_sd
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from kohya_wrap.cli import main
 
@@ -21,17 +20,8 @@ SIMPLE = os.pathsep.join(
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    sd = tmp_path / "sd-scripts"
-    sd.mkdir()
-    (sd / "train_network.py").write_text("")
-    wrapper = tmp_path / "fake-python"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "fake_sd" / "replay.py"}" "$@"\n')
-    wrapper.chmod(0o755)
-    images = tmp_path / "5_zdm"
-    images.mkdir()
-    for i in range(4):
-        Image.new("RGB", (64, 64)).save(images / f"{i}.png")
-        (images / f"{i}.txt").write_text("zdm, 1boy")
+    sd, wrapper = fake_sd.install(tmp_path)
+    fake_sd.captioned_images(tmp_path / "5_zdm", "zdm, 1boy")
     (tmp_path / "model").mkdir()
     (tmp_path / "lora.toml").write_text(f"""
 [model]
@@ -50,7 +40,7 @@ batch_size = 1
 output_name = "e2e_lora"
 [run]
 runs_dir = "runs"
-sd_scripts_dir = "sd-scripts"
+sd_scripts_dir = "{sd}"
 python = "{wrapper}"
 """)
     monkeypatch.chdir(tmp_path)

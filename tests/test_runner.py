@@ -6,13 +6,12 @@ import io
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
+import fake_sd
 import pytest
-from PIL import Image
 
 from kohya_wrap import events as ev
 from kohya_wrap.dataset import plan_steps, scan
@@ -35,17 +34,8 @@ def failure(name: str) -> str:
 @pytest.fixture
 def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """A config whose `run.python` is the replaying fake and whose sd-scripts dir has the script names."""
-    sd = tmp_path / "sd-scripts"
-    sd.mkdir()
-    (sd / "train_network.py").write_text("")
-    wrapper = tmp_path / "fake-python"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "fake_sd" / "replay.py"}" "$@"\n')
-    wrapper.chmod(0o755)
-    images = tmp_path / "data" / "1_e2etok"
-    images.mkdir(parents=True)
-    for i in range(4):
-        Image.new("RGB", (64, 64), (i * 60, 0, 0)).save(images / f"img{i}.png")
-        (images / f"img{i}.txt").write_text("e2etok, red")
+    sd, wrapper = fake_sd.install(tmp_path)
+    images = fake_sd.captioned_images(tmp_path / "data" / "1_e2etok", "e2etok, red")
     (tmp_path / "model").mkdir()
     config = tmp_path / "lora.toml"
     config.write_text(

@@ -1,0 +1,30 @@
+"""A fake sd-scripts setup for fast tests: a checkout with the script names and a replaying interpreter."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+REPLAY = Path(__file__).with_name("replay.py")
+
+
+def install(root: Path) -> tuple[Path, Path]:
+    """(sd-scripts folder, interpreter) under `root`: use them as run.sd_scripts_dir and run.python."""
+    sd = root / "sd-scripts"
+    sd.mkdir()
+    (sd / "train_network.py").write_text("")
+    wrapper = root / "fake-python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPLAY}" "$@"\n')
+    wrapper.chmod(0o755)
+    return sd, wrapper
+
+
+def captioned_images(folder: Path, caption: str, count: int = 4) -> Path:
+    """`count` 64 px PNGs with a caption each."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", (64, 64), (i * 60, 0, 0)).save(folder / f"img{i}.png")
+        (folder / f"img{i}.txt").write_text(caption)
+    return folder
