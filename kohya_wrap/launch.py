@@ -143,6 +143,21 @@ def run(
     """
     env = {**os.environ, **plan.env}
     started = time.monotonic()
+    children: list[Child] = []
+    interrupted_early = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted_early
+        if not children:
+            interrupted_early = True
+            return
+        children[0].interrupted = True
+        children[0].stop()
+
+    # Our handlers go in before the child starts: a process started with SIGINT ignored (e.g. from a
+    # `nohup … &` script) would pass SIG_IGN on and the child would never stop; a caught signal is
+    # reset to its default on exec, so sd-scripts gets its normal KeyboardInterrupt.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         proc = subprocess.Popen(
             plan.argv,
@@ -154,14 +169,14 @@ def run(
             start_new_session=True,
         )
     except OSError as exc:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         raise SdScriptsError(f"run.python: cannot start {plan.argv[0]}: {exc.strerror}") from None
     child = Child(proc)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    children.append(child)
+    if interrupted_early:
         child.interrupted = True
         child.stop()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     assert proc.stdout is not None
     fd = proc.stdout.fileno()

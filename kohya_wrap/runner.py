@@ -154,6 +154,8 @@ def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, 
             )
         cfg = validate(_read_config(layout))
         point = find_resume_point(layout, cfg.output_name) if resume else None
+        if point is not None and point.epoch >= record.epochs:
+            return _completed_before_interrupt(layout, record, cfg.output_name, view)
         plan = launch.plan_training(cfg, layout, record.script, point.state_dir if point else None)
     except BaseException:
         view.close()
@@ -188,10 +190,11 @@ def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, 
         view.close()
     sink.close(result.exit_code)
     finished = sink.finished
-    if result.interrupted:
-        status, reason = "interrupted", "stopped by the user"
-    elif finished is not None and finished.success and not sink.errors:
+    if finished is not None and finished.success and not sink.errors:
+        # The final LoRA was saved: a Ctrl-C that came too late to stop anything changes nothing.
         status, reason = "finished", finished.reason
+    elif result.interrupted:
+        status, reason = "interrupted", "stopped by the user"
     else:
         status = "failed"
         reason = sink.errors[0].message if sink.errors else (finished.reason if finished else "no result")
@@ -211,6 +214,19 @@ def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, 
             lines += [f"  {line}" for line in relevant]
         raise TrainingFailed(*lines)
     return record
+
+
+def _completed_before_interrupt(layout: RunLayout, record: RunRecord, name: str, view: View) -> RunRecord:
+    """The stop came after the last epoch was saved: nothing is left to train (sd-scripts would refuse)."""
+    view.close()
+    final = layout.output_dir / f"{name}.safetensors"
+    if not final.is_file():
+        raise RunError(
+            f"resume: {layout.root} saved the state of its last epoch but not {final.name}; "
+            "start a new run to get the final LoRA"
+        )
+    view.note(f"nothing to resume: all {record.epochs} epochs were trained and {final.name} was saved")
+    return update_record(layout, record, status="finished", reason="completed before the interrupt took effect")
 
 
 def _read_config(layout: RunLayout) -> dict[str, object]:

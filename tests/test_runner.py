@@ -172,3 +172,31 @@ def test_ctrl_c_interrupts_then_resume_finishes(fake_run, tmp_path: Path) -> Non
     assert "--resume" not in argv[0] and argv[1][argv[1].index("--resume") + 1] == str(point.state_dir)
     finished = [e for e in read_events(layout) if isinstance(e, ev.RunFinished)]
     assert [f.reason for f in finished] == ["interrupted", "completed"]
+
+
+def test_ctrl_c_reaches_the_child_even_when_started_with_sigint_ignored(fake_run) -> None:  # type: ignore[no-untyped-def]
+    # Scripts that start us in the background (`nohup … &`) hand down SIGINT ignored; the child
+    # must still get its KeyboardInterrupt instead of training on until the SIGTERM fallback.
+    layout, view, _ = fake_run(SIMPLE, hang=True)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _interrupt_when((layout.output_dir, "*-state/train_state.json"))
+        started = time.monotonic()
+        with pytest.raises(TrainingInterrupted):
+            execute(layout, view)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert time.monotonic() - started < 10
+    assert "KeyboardInterrupt" in layout.log.read_text("utf-8")
+
+
+def test_resume_after_a_late_interrupt_marks_the_run_finished(fake_run) -> None:  # type: ignore[no-untyped-def]
+    layout, view, _ = fake_run(SIMPLE)
+    execute(layout, view)
+    # A Ctrl-C that landed while sd-scripts wrote its last files: the run was recorded as interrupted.
+    record = json.loads(layout.run_json.read_text())
+    layout.run_json.write_text(json.dumps({**record, "status": "interrupted"}))
+    out = io.StringIO()
+    resumed = execute(layout, PlainView(out), resume=True)
+    assert resumed.status == "finished" and resumed.reason == "completed before the interrupt took effect"
+    assert "nothing to resume: all 2 epochs were trained and e2e_lora.safetensors was saved" in out.getvalue()
