@@ -58,9 +58,7 @@ def read_caption(path: Path) -> list[str]:
     try:
         return parse_caption(path.read_text("utf-8-sig"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(
-            f"{path}: cannot read this caption ({exc.__class__.__name__}); fix or delete it"
-        ) from None
+        raise DatasetError(f"{path}: cannot read this caption ({exc.__class__.__name__}); fix or delete it") from None
 
 
 def write_caption(path: Path, tags: Sequence[str], overwrite: bool = False) -> None:
@@ -81,9 +79,7 @@ def write_caption(path: Path, tags: Sequence[str], overwrite: bool = False) -> N
 def find_images(folder: Path) -> list[Path]:
     """The images in `folder` (PNG, JPEG, WebP, BMP; not recursive), or a DatasetError saying why none."""
     if not folder.is_dir():
-        raise DatasetError(
-            f"{folder}: folder not found" if not folder.exists() else f"{folder}: not a folder"
-        )
+        raise DatasetError(f"{folder}: folder not found" if not folder.exists() else f"{folder}: not a folder")
     images = list_images(folder)
     if not images:
         raise DatasetError(f"{folder}: no images (PNG, JPEG, WebP or BMP) in this folder")
@@ -92,9 +88,7 @@ def find_images(folder: Path) -> list[Path]:
 
 def load_captions(images: Iterable[Path], extension: str = ".txt") -> dict[Path, list[str]]:
     """Caption file → tags, for the images that have one."""
-    return {
-        path: read_caption(path) for image in images if (path := caption_path(image, extension)).is_file()
-    }
+    return {path: read_caption(path) for image in images if (path := caption_path(image, extension)).is_file()}
 
 
 def backup_captions(folder: Path, paths: Collection[Path]) -> Path | None:

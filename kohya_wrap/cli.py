@@ -349,6 +349,19 @@ if TYPE_CHECKING:
     from kohya_wrap.tagger import FolderTagging
 
 
+# Options `tag` and `prepare` share: how the tagger runs, not what it writes.
+OVERWRITE_OPTION = click.option(
+    "--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up)."
+)
+BATCH_SIZE_OPTION = click.option(
+    "--batch-size", type=int, help="Images per inference call [default: 1 on a CPU, 8 on a GPU]."
+)
+THREADS_OPTION = click.option("--threads", type=int, help="CPU threads for inference [default: all cores].")
+INT8_OPTION = click.option(
+    "--int8", is_flag=True, help="Run an int8 copy of the tagger: faster on CPUs, tags differ slightly."
+)
+
+
 def _tag_progress() -> Callable[[Path, int, int], None]:
     """Plain progress lines on stderr: about every 10 % of a folder, with the rate so far."""
     import time
@@ -422,11 +435,11 @@ def _print_tagging(result: FolderTagging) -> None:
     type=click.Path(path_type=Path),
     help="New folder for the prepared images and captions [default: caption FOLDER in place].",
 )
-@click.option("--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up).")
-@click.option("--batch-size", type=int, help="Images per inference call [default: 1 on a CPU, 8 on a GPU].")
-@click.option("--threads", type=int, help="CPU threads for inference [default: all cores].")
+@OVERWRITE_OPTION
+@BATCH_SIZE_OPTION
+@THREADS_OPTION
 @click.option("--decode-threads", type=int, help="Threads decoding images ahead of inference.")
-@click.option("--int8", is_flag=True, help="Run an int8 copy of the model: faster on CPUs, tags differ slightly.")
+@INT8_OPTION
 @click.option("--rating-tags", is_flag=True, help="Add the rating tag (general, sensitive, …).")
 @click.option("--replace-underscores", is_flag=True, help="Write 'green hair' instead of 'green_hair'.")
 @click.option("--undesired", metavar="TAG,TAG", help="Tags never written.")
@@ -606,10 +619,10 @@ def tags(
     type=click.Path(path_type=Path),
     help="Where cropped copies go, one folder per dataset folder [default: prepared/ beside CONFIG].",
 )
-@click.option("--overwrite", is_flag=True, help="Re-tag images that have a caption (the old ones are backed up).")
-@click.option("--batch-size", type=int, help="Images per inference call [default: 1 on a CPU, 8 on a GPU].")
-@click.option("--threads", type=int, help="CPU threads for inference [default: all cores].")
-@click.option("--int8", is_flag=True, help="Run an int8 copy of the tagger: faster on CPUs, tags differ slightly.")
+@OVERWRITE_OPTION
+@BATCH_SIZE_OPTION
+@THREADS_OPTION
+@INT8_OPTION
 def prepare(
     config: Path,
     overrides: tuple[str, ...],

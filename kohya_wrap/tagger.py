@@ -292,15 +292,11 @@ class Tagger:
             available = ort.get_available_providers()
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         try:
-            self.session = ort.InferenceSession(
-                str(self.model_path), session_options, providers=list(providers)
-            )
+            self.session = ort.InferenceSession(str(self.model_path), session_options, providers=list(providers))
         # onnxruntime's load errors (InvalidProtobuf, NoSuchFile, Fail, …) share no base but Exception.
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-            raise DatasetError(
-                f"tagging.model: onnxruntime cannot load {self.model_path}: {reason}"
-            ) from None
+            raise DatasetError(f"tagging.model: onnxruntime cannot load {self.model_path}: {reason}") from None
         self.providers: list[str] = self.session.get_providers()
         model_input = self.session.get_inputs()[0]
         self.input_name: str = model_input.name
@@ -322,9 +318,7 @@ class Tagger:
         """Model scores for a (n, size, size, 3) BGR batch; pads fixed-batch models."""
         count = len(batch)
         if self.fixed_batch and count < self.batch_size:
-            batch = np.concatenate(
-                [batch, np.zeros((self.batch_size - count, *batch.shape[1:]), batch.dtype)]
-            )
+            batch = np.concatenate([batch, np.zeros((self.batch_size - count, *batch.shape[1:]), batch.dtype)])
         if self.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         output: Any = self.session.run(None, {self.input_name: batch})[0]
@@ -377,9 +371,7 @@ def _input_geometry(shape: Sequence[Any], model: Path) -> tuple[Layout, int, int
                            "(N, H, W, 3) or (N, 3, H, W)")  # fmt: skip
     sides = {s for s in (height, width) if isinstance(s, int) and s > 0}
     if len(sides) > 1:
-        raise DatasetError(
-            f"tagging.model: {model.name} takes {height}×{width} images; only square inputs work"
-        )
+        raise DatasetError(f"tagging.model: {model.name} takes {height}×{width} images; only square inputs work")
     side = sides.pop() if sides else DEFAULT_INPUT_SIZE
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     return layout, side, batch
@@ -490,9 +482,7 @@ def prepare_dataset(
         result = tag_folder(folder, make_tagger, extension=ds.caption_extension, overwrite=overwrite,
                             progress=progress)  # fmt: skip
         plan = plan_edit(load_captions(find_images(folder), ds.caption_extension), edit)
-        prepared.append(
-            PreparedDir(index, source, folder, result, len(plan.changes), apply_plan(folder, plan))
-        )
+        prepared.append(PreparedDir(index, source, folder, result, len(plan.changes), apply_plan(folder, plan)))
     captions = {p.folder: load_captions(find_images(p.folder), ds.caption_extension) for p in prepared}
     stats = tag_stats(tags for per_folder in captions.values() for tags in per_folder.values())
     proposed = propose_prune(stats, tagging.auto_prune_min_share, trigger=tagging.trigger_word)

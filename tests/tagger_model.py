@@ -116,9 +116,7 @@ def build_tagger_model(
         nodes = [helper.make_node("Identity", ["input_1"], ["nchw"])]
     half = size // 2
     nodes += [
-        helper.make_node(
-            "AveragePool", ["nchw"], ["pooled"], kernel_shape=[half, half], strides=[half, half]
-        ),
+        helper.make_node("AveragePool", ["nchw"], ["pooled"], kernel_shape=[half, half], strides=[half, half]),
         helper.make_node("Reshape", ["pooled", "flat_shape"], ["flat"]),
         helper.make_node("Mul", ["flat", "inv255"], ["features"]),
         helper.make_node("MatMul", ["features", "weights"], ["logits_raw"]),

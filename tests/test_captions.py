@@ -52,9 +52,7 @@ def test_write_caption_never_overwrites_without_flag(tmp_path: Path) -> None:
     write_caption(path, ["zdm", "smile"])
     with pytest.raises(DatasetError) as err:
         write_caption(path, ["other"])
-    assert err.value.lines == (
-        f"{path}: caption already exists; pass --overwrite to replace it (a backup is kept)",
-    )
+    assert err.value.lines == (f"{path}: caption already exists; pass --overwrite to replace it (a backup is kept)",)
     assert path.read_text() == "zdm, smile\n"
     write_caption(path, ["other"], overwrite=True)
     assert path.read_text() == "other\n"
@@ -127,9 +125,7 @@ def _folder(tmp_path: Path, captions: dict[str, str]) -> Path:
 
 
 def test_plan_and_apply_back_up_only_what_changes(tmp_path: Path) -> None:
-    folder = _folder(
-        tmp_path, {"a": "1boy, green_hair\n", "b": "1boy, smile\n", "c": "green_hair\n", "d": ""}
-    )
+    folder = _folder(tmp_path, {"a": "1boy, green_hair\n", "b": "1boy, smile\n", "c": "green_hair\n", "d": ""})
     captions = load_captions(find_images(folder))
     assert set(captions) == {folder / "a.txt", folder / "b.txt", folder / "c.txt"}
     plan = plan_edit(captions, CaptionEdit(remove=frozenset({"green_hair"})))

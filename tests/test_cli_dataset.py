@@ -86,8 +86,7 @@ def test_walkthrough_from_raw_images_to_pruned_captions(walkthrough: Path, model
     ]
     assert "     5    71%  shirt" in lines and "     4    57%  simple_background" in lines
     assert (
-        f"auto-prune: 10 tags in at least 60% of the images and not in the keep-list: "
-        f"{', '.join(CHARACTER_TAGS)}"
+        f"auto-prune: 10 tags in at least 60% of the images and not in the keep-list: {', '.join(CHARACTER_TAGS)}"
     ) in lines
     assert lines[-1] == (
         f"dry run: 7 of 7 captions would change; add --apply to write them (the originals are "
@@ -142,14 +141,12 @@ auto_prune = true
     out = done.stdout.splitlines()
     assert f"auto-prune: {', '.join(CHARACTER_TAGS)} removed from 7 captions" in out
     assert out[-1] == (
-        f"dataset.dirs.0.path: the prepared images are in {prepared}; point the config at that "
-        "folder to train on them"
+        f"dataset.dirs.0.path: the prepared images are in {prepared}; point the config at that folder to train on them"
     )
     again = run("prepare", config)
     assert again.exit_code == 2
     assert again.stderr == (
-        f"{prepared}: already exists; prepared images go into a new folder, so choose another one or "
-        "delete it\n"
+        f"{prepared}: already exists; prepared images go into a new folder, so choose another one or delete it\n"
     )
 
 
@@ -234,9 +231,7 @@ def test_tags_remove_and_replace(tmp_path: Path) -> None:
         (tmp_path / f"{stem}.txt").write_text(text)
     done = run("tags", tmp_path, "--remove", "green hair", "--replace", "smile=grin", "--apply")
     assert done.exit_code == 0, done.output
-    assert (
-        "remove green hair: 2 captions" in done.stdout and "replace smile → grin: 2 captions" in done.stdout
-    )
+    assert "remove green hair: 2 captions" in done.stdout and "replace smile → grin: 2 captions" in done.stdout
     assert captions(tmp_path) == {"a": "zdm, grin\n", "b": "zdm\n", "c": "zdm, grin\n"}
 
 

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kohya_wrap import imaging
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.imaging import (
     area_resize,
+    area_resize_numpy,
     center_box,
     focus_box,
     open_image,
@@ -53,9 +55,7 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["a.webp", "a.bmp", "a.jpeg", "a.png"])
 def test_formats_load_as_rgb(tmp_path: Path, name: str) -> None:
-    Image.new("RGB", (8, 6), (0, 128, 255)).save(
-        tmp_path / name, **({"lossless": True} if "webp" in name else {})
-    )
+    Image.new("RGB", (8, 6), (0, 128, 255)).save(tmp_path / name, **({"lossless": True} if "webp" in name else {}))
     image = open_image(tmp_path / name)
     assert image.mode == "RGB" and image.size == (8, 6)
 
@@ -70,9 +70,7 @@ def test_truncated_and_fake_images_are_named(tmp_path: Path) -> None:
         with pytest.raises(DatasetError) as err:
             open_image(tmp_path / name)
         (line,) = err.value.lines
-        assert line.startswith(f"{tmp_path / name}: cannot read this image (") and line.endswith(
-            "replace or remove it"
-        )
+        assert line.startswith(f"{tmp_path / name}: cannot read this image (") and line.endswith("replace or remove it")
 
 
 def test_pad_square_centres_on_white() -> None:
@@ -87,30 +85,33 @@ def test_pad_square_centres_on_white() -> None:
 def test_resize_rules() -> None:
     block = np.array([[[0], [1]], [[1], [0]]], np.uint8).repeat(3, axis=2)
     # Shrinking by 2 averages 2×2 blocks, halves rounded up as OpenCV does: (0+1+1+0)/4 = 0.5 → 1.
-    assert area_resize(block, 1, 1).tolist() == [[[1, 1, 1]]]
+    assert area_resize(block, 1, 1).tolist() == area_resize_numpy(block, 1, 1).tolist() == [[[1, 1, 1]]]
     small = np.random.default_rng(1).integers(0, 256, (5, 5, 3), dtype=np.uint8)
     lanczos = np.asarray(Image.fromarray(small).resize((9, 9), Image.Resampling.LANCZOS))
     assert np.array_equal(resize_pixels(small, 9, 9), lanczos)
     assert resize_image(Image.fromarray(small), 5, 5).size == (5, 5)
 
 
-@pytest.mark.parametrize(
-    ("src", "dst"), [(1000, 448), (896, 448), (1344, 448), (449, 448), (700, 300), (123, 50)]
-)
+@pytest.mark.parametrize(("src", "dst"), [(1000, 448), (896, 448), (1344, 448), (449, 448), (700, 300), (123, 50)])
 def test_area_resize_matches_opencv(src: int, dst: int) -> None:
     cv2 = pytest.importorskip("cv2")
     pixels = np.random.default_rng(src).integers(0, 256, (src, src + 7, 3), dtype=np.uint8)
     width = round(dst * (src + 7) / src)
-    ours = area_resize(pixels, width, dst).astype(int)
+    ours = area_resize_numpy(pixels, width, dst).astype(int)
     theirs = cv2.resize(pixels, (width, dst), interpolation=cv2.INTER_AREA).astype(int)
     difference = np.abs(ours - theirs)
     # OpenCV sums in float32, we in a different order: a value a hair from .5 may round the other way.
     assert difference.max() <= 1 and (difference > 0).mean() < 1e-4
 
 
-def _scene(
-    width: int, height: int, subject: tuple[int, int, int, int], background: str = "white"
-) -> Image.Image:
+def test_area_resize_works_without_opencv(monkeypatch: pytest.MonkeyPatch) -> None:
+    pixels = np.random.default_rng(2).integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    expected = area_resize_numpy(pixels, 90, 135)
+    monkeypatch.setattr(imaging, "_opencv", lambda: None)
+    assert np.array_equal(area_resize(pixels, 90, 135), expected)
+
+
+def _scene(width: int, height: int, subject: tuple[int, int, int, int], background: str = "white") -> Image.Image:
     """A background with a detailed, coloured subject in the box (left, top, right, bottom)."""
     rng = np.random.default_rng(7)
     if background == "white":
@@ -153,9 +154,7 @@ def test_focus_crop_finds_the_subject(
 
 
 def test_focus_crop_falls_back_to_the_centre() -> None:
-    assert (
-        focus_box(Image.new("RGB", (300, 100), (255, 255, 255))) == center_box(300, 100) == (100, 0, 200, 100)
-    )
+    assert focus_box(Image.new("RGB", (300, 100), (255, 255, 255))) == center_box(300, 100) == (100, 0, 200, 100)
     middle = focus_box(_scene(300, 100, (120, 10, 180, 90), "texture"))
     assert abs(middle[0] - 100) <= 2, middle
     assert focus_box(Image.new("RGB", (50, 50))) == (0, 0, 50, 50)

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from PIL import Image
-from tagger_model import TAGS, build_tagger_model, quadrant_image, score, write_tags_csv
+from tagger_model import CHARACTER_LOOK, TAGS, build_tagger_model, quadrant_image, score, write_tags_csv
 
 from kohya_wrap import tagger as tagger_module
 from kohya_wrap.captions import BACKUP_DIR
@@ -32,18 +32,7 @@ from kohya_wrap.tagger import (
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
-ZUNDAMON_LOOK = [
-    "green_hair",
-    "green_sailor_collar",
-    "suspenders",
-    "suspender_shorts",
-    "green_shorts",
-    "shorts",
-    "short_sleeves",
-    "shirt",
-    "green_footwear",
-    "1boy",
-]
+ZUNDAMON_LOOK = [*CHARACTER_LOOK, "1boy"]
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +68,7 @@ def test_resolve_model_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(DatasetError) as err:
         resolve_model(str(tmp_path / "half"))
     assert err.value.lines[0].startswith(f"tagging.model: {tmp_path / 'half'} lacks selected_tags.csv;")
-    with pytest.raises(
-        DatasetError, match="is neither a folder with model.onnx and selected_tags.csv nor a hub id"
-    ):
+    with pytest.raises(DatasetError, match="is neither a folder with model.onnx and selected_tags.csv nor a hub id"):
         resolve_model(str(tmp_path / "missing" / "deeper" / "path"))
     import huggingface_hub.constants
 
@@ -90,9 +77,7 @@ def test_resolve_model_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(DatasetError) as err:
         resolve_model("SmilingWolf/wd-vit-tagger-v3")
     (line,) = err.value.lines
-    assert line.startswith(
-        "tagging.model: cannot get model.onnx of 'SmilingWolf/wd-vit-tagger-v3' from the Hugging"
-    )
+    assert line.startswith("tagging.model: cannot get model.onnx of 'SmilingWolf/wd-vit-tagger-v3' from the Hugging")
     assert line.endswith("pass that folder (--model PATH)")
 
 
@@ -129,9 +114,7 @@ def test_thresholds(make: Callable[..., Tagger], tmp_path: Path) -> None:
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ConfigError) as err:
             TagOptions(general_threshold=bad)
-        assert err.value.lines == (
-            f"tagging.general_threshold: must be between 0 and 1 (exclusive), got {bad}",
-        )
+        assert err.value.lines == (f"tagging.general_threshold: must be between 0 and 1 (exclusive), got {bad}",)
 
 
 def test_ratings_underscores_undesired_and_always_first(make: Callable[..., Tagger], tmp_path: Path) -> None:
@@ -199,9 +182,7 @@ def test_model_and_tag_list_must_match(tmp_path: Path, make: Callable[..., Tagge
         make(folder)
 
 
-def test_cuda_is_used_when_onnxruntime_offers_it(
-    make: Callable[..., Tagger], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cuda_is_used_when_onnxruntime_offers_it(make: Callable[..., Tagger], monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[list[str]] = []
     real_session = ort.InferenceSession
 
@@ -209,18 +190,14 @@ def test_cuda_is_used_when_onnxruntime_offers_it(
         asked.append(providers)
         return real_session(path, options, providers=["CPUExecutionProvider"])
 
-    monkeypatch.setattr(
-        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    )
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(ort, "InferenceSession", session)
     make()
     assert asked == [["CUDAExecutionProvider", "CPUExecutionProvider"]]
 
 
 def test_decoder_is_pure() -> None:
-    labels = Labels(
-        ("general", "sensitive", "questionable", "explicit", "a_b", "c", "x_(y)"), (9, 9, 9, 9, 0, 0, 4)
-    )
+    labels = Labels(("general", "sensitive", "questionable", "explicit", "a_b", "c", "x_(y)"), (9, 9, 9, 9, 0, 0, 4))
     decoder = TagDecoder(labels, TagOptions(rating_tags=True, always_first_tags=("c", "a_b")))
     scores = np.array([0.2, 0.7, 0.1, 0.0, 0.5, 0.35, 0.86], np.float32)
     assert decoder.decode(scores) == ["c", "a_b", "sensitive", "x_(y)"]
@@ -302,9 +279,7 @@ def test_same_tags_as_sd_scripts(sd_scripts_dir: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    options = TagOptions(
-        character_threshold=0.95, replace_underscores=True, undesired_tags=frozenset({"shirt"})
-    )
+    options = TagOptions(character_threshold=0.95, replace_underscores=True, undesired_tags=frozenset({"shirt"}))
     results = Tagger(resolve_model(str(models / "local_tiny-tagger")), options).tag(sorted(ours.glob("*.*")))
     expected = {r.path.stem: ", ".join(r.tags) + "\n" for r in results}
     assert {p.stem: p.read_text() for p in theirs.glob("*.txt")} == expected
