@@ -223,6 +223,7 @@ def train(
         if config is not None or overrides or preset:
             raise ConfigError("train: --resume continues a run with its own config; drop CONFIG, --set and --preset")
         layout = RunLayout(resume_dir.resolve())
+        _prefetch_report()
         try:
             execute(layout, make_view(json_lines, verbose), resume=True)
         finally:
@@ -240,10 +241,19 @@ def train(
     _print_plan(loaded, plan, read_gpu=True, quiet=json_lines)
     layout = create_run(loaded, plan)
     click.echo(f"run folder: {layout.root}", err=json_lines)
+    _prefetch_report()
     try:
         execute(layout, make_view(json_lines, verbose), report)
     finally:
         _finish_report(layout, json_lines)
+
+
+def _prefetch_report() -> None:
+    """Import the report's plotting libraries while sd-scripts loads its model, not after training."""
+    import importlib
+    import threading
+
+    threading.Thread(target=importlib.import_module, args=("kohya_wrap.report",), daemon=True).start()
 
 
 def _finish_report(layout: Any, json_lines: bool = False) -> None:
