@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import E2EAssets, asset_key, builder, cached_asset, random_model, run_builder, tokenizers_dir  # noqa: E402
+from conftest import build_e2e_assets  # noqa: E402
 from test_e2e_train import write_config  # noqa: E402
 
 from kohya_wrap.dataset import plan_steps, scan  # noqa: E402
@@ -32,15 +32,8 @@ GOAL = 1.01
 
 def make_config(folder: Path) -> Path:
     """The real-training test's config: random SD1.5, 4 images of 64 px, 2 epochs, 2 sample prompts."""
-    tokenizers = tokenizers_dir()
-    script = builder("make_images.py")
-    images = cached_asset(
-        "images",
-        asset_key(script, "4", "64"),
-        lambda out: run_builder(sys.executable, str(script), str(out), "--count", "4", "--size", "64"),
-    )
-    model = random_model("sd15", tokenizers)
-    return write_config(folder, E2EAssets(tokenizers, model, images), model)
+    assets = build_e2e_assets()
+    return write_config(folder, assets, assets.sd15_model)
 
 
 def run_wrapper(config: Path) -> float:

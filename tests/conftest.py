@@ -189,6 +189,11 @@ def random_model(arch: str, tokenizers: Path) -> Path:
 def e2e_assets() -> E2EAssets:
     """Tokenizers, the random SD1.5 model and 4 captioned 64px images (built once, then cached)."""
     require_sd_scripts()
+    return build_e2e_assets()
+
+
+def build_e2e_assets() -> E2EAssets:
+    """The e2e inputs, built into the cache when missing (also used by the benchmarks)."""
     tokenizers = tokenizers_dir()
     script = builder("make_images.py")
     images = cached_asset(
