@@ -164,6 +164,14 @@ class TaggingSettings(Strict):
     auto_prune_min_share: float = Field(
         0.6, gt=0, le=1, description="Share of images a tag must appear in to be proposed for pruning."
     )
+    keep_tags: list[str] = Field(
+        default_factory=list, description="Tags auto-prune never removes, on top of the generic ones (1girl, solo, …)."
+    )
+    always_first_tags: list[str] = Field(
+        default_factory=list, description="Tags put right after the trigger word, in this order."
+    )
+    replace_underscores: bool = Field(False, description="Write `green hair` instead of `green_hair`.")
+    rating_tags: bool = Field(False, description="Add the tagger's rating tag (general, sensitive, …).")
 
     @field_validator("trigger_word")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from kohya_wrap.captions import (
+    DEFAULT_KEEP,
     CaptionEdit,
     TagStats,
     apply_plan,
@@ -388,6 +389,10 @@ def tag_options(settings: TaggingSettings) -> TagOptions:
     return TagOptions(
         general_threshold=settings.general_threshold,
         character_threshold=settings.character_threshold,
+        rating_tags=settings.rating_tags,
+        replace_underscores=settings.replace_underscores,
+        undesired_tags=frozenset(settings.remove_tags),
+        always_first_tags=tuple(settings.always_first_tags),
         trigger_word=settings.trigger_word,
     )
 
@@ -485,7 +490,8 @@ def prepare_dataset(
         prepared.append(PreparedDir(index, source, folder, result, len(plan.changes), apply_plan(folder, plan)))
     captions = {p.folder: load_captions(find_images(p.folder), ds.caption_extension) for p in prepared}
     stats = tag_stats(tags for per_folder in captions.values() for tags in per_folder.values())
-    proposed = propose_prune(stats, tagging.auto_prune_min_share, trigger=tagging.trigger_word)
+    keep = DEFAULT_KEEP | frozenset(tagging.keep_tags)
+    proposed = propose_prune(stats, tagging.auto_prune_min_share, keep, trigger=tagging.trigger_word)
     pruned = 0
     if tagging.auto_prune and proposed:
         prune = CaptionEdit(remove=frozenset(proposed), trigger=tagging.trigger_word)

@@ -244,3 +244,31 @@ def test_help_imports_no_heavy_modules() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n"
+
+
+def test_prepare_honours_keep_tags_and_underscores(walkthrough: Path, model: Path, tmp_path: Path) -> None:
+    config = tmp_path / "zdm.toml"
+    config.write_text(f"""
+[model]
+family = "sd15"
+base = "model.safetensors"
+
+[dataset]
+dirs = [{{ path = "{walkthrough.name}" }}]
+
+[tagging]
+model = "{model}"
+trigger_word = "zdm"
+auto_prune = true
+keep_tags = ["green hair"]
+replace_underscores = true
+always_first_tags = ["standing"]
+""")
+    done = run("prepare", config)
+    assert done.exit_code == 0, done.output
+    written = {name: caption.strip() for name, caption in captions(walkthrough).items()}
+    # The kept trait stays; the other character tags go; "standing" follows the trigger word.
+    assert all("green hair" in caption.split(", ") for caption in written.values())
+    assert not any("suspenders" in caption.split(", ") for caption in written.values())
+    assert written["01"].split(", ")[:2] == ["zdm", "standing"]
+    assert "simple background" in written["06"].split(", ")
