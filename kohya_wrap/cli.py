@@ -10,8 +10,13 @@ import click
 from kohya_wrap.errors import KohyaWrapError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from kohya_wrap.dataset import DatasetReport, StepPlan
+    from kohya_wrap.layout import RunLayout
     from kohya_wrap.presets import LoadedConfig
+    from kohya_wrap.settings import CropMode
+    from kohya_wrap.tagger import FolderTagging
 
 # Heavy modules (pydantic models, torch, onnxruntime, rich) are imported inside commands so that
 # `--help` and `validate` start fast.
@@ -256,7 +261,7 @@ def _prefetch_report() -> None:
     threading.Thread(target=importlib.import_module, args=("kohya_wrap.report",), daemon=True).start()
 
 
-def _finish_report(layout: Any, json_lines: bool = False) -> None:
+def _finish_report(layout: RunLayout, json_lines: bool = False) -> None:
     """The run's report, also for failed and interrupted runs (it shows what exists)."""
     from kohya_wrap.report import write_report
 
@@ -350,13 +355,6 @@ def doctor(config: Path | None, overrides: tuple[str, ...], preset: str | None) 
         click.echo(f"{len(failed)} problem(s) stop a run; fix them and run `kohya-wrap doctor` again", err=True)
         raise SystemExit(2)
     click.echo("a run can start")
-
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
-    from kohya_wrap.settings import CropMode
-    from kohya_wrap.tagger import FolderTagging
 
 
 # Options `tag` and `prepare` share: how the tagger runs, not what it writes.
