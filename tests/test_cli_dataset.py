@@ -111,7 +111,8 @@ def test_walkthrough_from_raw_images_to_pruned_captions(walkthrough: Path, model
     assert applied.stdout.splitlines()[-1] == f"changed 7 captions; originals backed up in {backup}"
 
 
-def test_prepare_runs_the_config_steps(walkthrough: Path, model: Path, tmp_path: Path) -> None:
+def prepare_config(tmp_path: Path, walkthrough: Path, model: Path, dataset: str = "", tagging: str = "") -> Path:
+    """A config for `prepare` on the walkthrough folder: trigger word zdm, auto-prune on, plus extra lines."""
     config = tmp_path / "zdm.toml"
     config.write_text(f"""
 [model]
@@ -120,16 +121,25 @@ base = "model.safetensors"
 
 [dataset]
 dirs = [{{ path = "{walkthrough.name}" }}]
-crop = "focus"
-crop_size = 64
+{dataset}
 
 [tagging]
 model = "{model}"
 trigger_word = "zdm"
-remove_tags = ["holding_flower"]
-replace_tags = {{ simple_background = "white_background" }}
 auto_prune = true
+{tagging}
 """)
+    return config
+
+
+def test_prepare_runs_the_config_steps(walkthrough: Path, model: Path, tmp_path: Path) -> None:
+    config = prepare_config(
+        tmp_path,
+        walkthrough,
+        model,
+        dataset='crop = "focus"\ncrop_size = 64',
+        tagging='remove_tags = ["holding_flower"]\nreplace_tags = { simple_background = "white_background" }',
+    )
     before = sorted(p.name for p in walkthrough.iterdir())
     done = run("prepare", config)
     assert done.exit_code == 0, done.output
@@ -247,23 +257,12 @@ def test_help_imports_no_heavy_modules() -> None:
 
 
 def test_prepare_honours_keep_tags_and_underscores(walkthrough: Path, model: Path, tmp_path: Path) -> None:
-    config = tmp_path / "zdm.toml"
-    config.write_text(f"""
-[model]
-family = "sd15"
-base = "model.safetensors"
-
-[dataset]
-dirs = [{{ path = "{walkthrough.name}" }}]
-
-[tagging]
-model = "{model}"
-trigger_word = "zdm"
-auto_prune = true
-keep_tags = ["green hair"]
-replace_underscores = true
-always_first_tags = ["standing"]
-""")
+    config = prepare_config(
+        tmp_path,
+        walkthrough,
+        model,
+        tagging='keep_tags = ["green hair"]\nreplace_underscores = true\nalways_first_tags = ["standing"]',
+    )
     done = run("prepare", config)
     assert done.exit_code == 0, done.output
     written = {name: caption.strip() for name, caption in captions(walkthrough).items()}
