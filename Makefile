@@ -64,7 +64,7 @@ bench:
 	$(BIN)/python bench/run_all.py
 
 sync-args:
-	$(BIN)/python tools/dump_sd_args.py --sd-scripts $(SD_SCRIPTS) --out kohya_wrap/sd_scripts_args.json
+	$(BIN)/python tools/dump_sd_args.py --sd-scripts $(SD_SCRIPTS) --out kohya_wrap/train/sd_scripts_args.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import build_e2e_assets  # noqa: E402
 from test_e2e_train import write_config  # noqa: E402
 
-from kohya_wrap.dataset import plan_steps, scan  # noqa: E402
-from kohya_wrap.launch import plan_training  # noqa: E402
-from kohya_wrap.presets import load_config  # noqa: E402
-from kohya_wrap.runs import write_rendered_folder  # noqa: E402
+from kohya_wrap.config.presets import load_config  # noqa: E402
+from kohya_wrap.data.dataset import plan_steps, scan  # noqa: E402
+from kohya_wrap.train.launch import plan_training  # noqa: E402
+from kohya_wrap.train.runs import write_rendered_folder  # noqa: E402
 
 GOAL = 1.01
 

@@ -258,7 +258,7 @@ def bench_e2e(models: Path, images: Path, work: Path, rounds: int, batch: int) -
 
 
 def make_tagger(models: Path, batch: int, int8: bool = False) -> Any:
-    from kohya_wrap.tagger import Tagger, TagOptions, resolve_model
+    from kohya_wrap.data.tagger import Tagger, TagOptions, resolve_model
 
     files = resolve_model(str(models / REPO_ID.replace("/", "_")))
     return Tagger(files, TagOptions(), batch_size=batch, int8=int8)
@@ -285,7 +285,7 @@ def pipeline_rate(tagger: Any, paths: list[Path]) -> float:
 def batches_of(tagger: Any, paths: list[Path]) -> list[Any]:
     import numpy as np
 
-    from kohya_wrap.tagger import preprocess
+    from kohya_wrap.data.tagger import preprocess
 
     arrays = [preprocess(p, tagger.input_size) for p in paths]
     size = tagger.batch_size
@@ -300,7 +300,7 @@ def bench_steady(models: Path, images: Path, rounds: int, batch: int) -> dict[st
     """
     import onnxruntime as ort
 
-    from kohya_wrap import tagger as tagger_module
+    from kohya_wrap.data import tagger as tagger_module
 
     paths = sorted(images.iterdir())
     tagger = make_tagger(models, batch)
@@ -325,7 +325,7 @@ def bench_steady(models: Path, images: Path, rounds: int, batch: int) -> dict[st
 
 def decode_cost(images: Path) -> float:
     """CPU seconds per image that decoding and preprocessing take on their own."""
-    from kohya_wrap.tagger import preprocess
+    from kohya_wrap.data.tagger import preprocess
 
     paths = sorted(images.iterdir())
     start = time.process_time()
@@ -339,7 +339,7 @@ def tag_sets(tagger: Any, batches: list[Any]) -> list[set[str]]:
 
 
 def bench_int8(models: Path, images: Path, rounds: int, batch: int, timed: int) -> dict[str, Any]:
-    from kohya_wrap.tagger import quantized_model
+    from kohya_wrap.data.tagger import quantized_model
 
     model = models / REPO_ID.replace("/", "_") / "model.onnx"
     start = time.perf_counter()
@@ -383,7 +383,7 @@ def synthetic_captions(count: int) -> list[str]:
 
 
 def bench_captions(rounds: int) -> dict[str, Any]:
-    from kohya_wrap.captions import parse_caption, propose_prune, tag_stats
+    from kohya_wrap.data.captions import parse_caption, propose_prune, tag_stats
 
     texts = synthetic_captions(100_000)
     parsed = [parse_caption(t) for t in texts]

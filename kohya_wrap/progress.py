@@ -10,7 +10,7 @@ from typing import Protocol, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from kohya_wrap import events as ev
+from kohya_wrap.train import events as ev
 
 PHASE_TEXT = {
     "loading_model": "loading the base model",

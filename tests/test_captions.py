@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.captions: parsing, safe writes with backups, statistics, edits and auto-prune."""
+"""Tests for kohya_wrap.data.captions: parsing, safe writes with backups, statistics, edits and auto-prune."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kohya_wrap.captions import (
+from kohya_wrap.data.captions import (
     BACKUP_DIR,
     DEFAULT_KEEP,
     CaptionEdit,

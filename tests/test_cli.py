@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from sample_data import config_text, write_images, write_models
 
 from kohya_wrap.cli import main
-from kohya_wrap.presets import list_presets, templates_dir
+from kohya_wrap.config.presets import list_presets, templates_dir
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from click.testing import CliRunner, Result
 from PIL import Image
 from tagger_model import build_tagger_model, quadrant_image
 
-from kohya_wrap.captions import BACKUP_DIR
 from kohya_wrap.cli import main
+from kohya_wrap.data.captions import BACKUP_DIR
 
 WHITE, BLACK, RED, GREEN, BLUE = (255, 255, 255), (0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)
 # SeaArt's walkthrough: 7 images of one character (here Zundamon: the top half of each image), in a

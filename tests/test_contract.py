@@ -18,16 +18,16 @@ from typing import Any
 import pytest
 import tomli_w
 
-from kohya_wrap.dataset import StepPlan, plan_steps, scan
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.presets import load_config, templates_dir
-from kohya_wrap.render import Rendered, render
-from kohya_wrap.sd_args import SCRIPT_BY_FAMILY, check_training_args
-from kohya_wrap.settings import BLOCK_LR_LEN, Config, folder_repeats_and_class
+from kohya_wrap.config.models import BLOCK_LR_LEN, Config, folder_repeats_and_class
+from kohya_wrap.config.presets import load_config, templates_dir
+from kohya_wrap.data.dataset import StepPlan, plan_steps, scan
+from kohya_wrap.train.layout import RunLayout
+from kohya_wrap.train.render import Rendered, render
+from kohya_wrap.train.sd_args import SCRIPT_BY_FAMILY, check_training_args
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DUMP_TOOL = REPO_ROOT / "tools" / "dump_sd_args.py"
-COMMITTED_SPEC = REPO_ROOT / "kohya_wrap" / "sd_scripts_args.json"
+COMMITTED_SPEC = REPO_ROOT / "kohya_wrap" / "train" / "sd_scripts_args.json"
 
 
 def load_dump_tool() -> ModuleType:
@@ -54,7 +54,7 @@ def test_committed_arg_spec_matches_the_checkout(sd_scripts_dir: Path, tmp_path:
     if committed_text != regenerated_text:
         changes = load_dump_tool().describe_differences(json.loads(committed_text), json.loads(regenerated_text))
         pytest.fail(
-            "kohya_wrap/sd_scripts_args.json differs from the sd-scripts checkout; run `make sync-args` and "
+            "kohya_wrap/train/sd_scripts_args.json differs from the sd-scripts checkout; run `make sync-args` and "
             "review:\n" + "\n".join(changes or ["(same data, different formatting)"]),
             pytrace=False,
         )

@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.dataset: folder scanning and sd-scripts' step maths (plan_steps)."""
+"""Tests for kohya_wrap.data.dataset: folder scanning and sd-scripts' step maths (plan_steps)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sample_data import write_images
 
-from kohya_wrap.dataset import assign_bucket, bucket_resolutions, plan_steps, scan
+from kohya_wrap.config.models import Config
+from kohya_wrap.config.presets import validate
+from kohya_wrap.data.dataset import assign_bucket, bucket_resolutions, plan_steps, scan
 from kohya_wrap.errors import DatasetError
-from kohya_wrap.presets import validate
-from kohya_wrap.settings import Config
 
 
 def make_config(dirs: list[dict[str, Any]], **sections: dict[str, Any]) -> Config:

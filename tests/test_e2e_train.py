@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kohya_wrap import events as ev
+from kohya_wrap.train import events as ev
 
 pytestmark = pytest.mark.sd_scripts
 
@@ -177,9 +177,9 @@ def test_sdxl_bf16_trains(tmp_path: Path, e2e_assets, e2e_sdxl_model: Path) -> N
 
 
 def test_lora_metadata_carries_our_config_hash(tmp_path: Path, e2e_assets) -> None:  # type: ignore[no-untyped-def]
-    from kohya_wrap.layout import RunLayout
-    from kohya_wrap.outputs import collect, read_metadata
-    from kohya_wrap.runs import read_record
+    from kohya_wrap.review.outputs import collect, read_metadata
+    from kohya_wrap.train.layout import RunLayout
+    from kohya_wrap.train.runs import read_record
 
     config = write_config(tmp_path, e2e_assets, e2e_assets.sd15_model, epochs=1)
     proc = subprocess.run(

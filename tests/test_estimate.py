@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.estimate: pinned tables, VRAM rules, time scaling, measured runs, a real CPU run."""
+"""Tests for kohya_wrap.review.estimate: pinned tables, VRAM rules, time scaling, measured runs, a real CPU run."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from real_run import RealRuns, real_runs
 from sample_data import write_images, write_models
 from test_report import SAMPLE_SECONDS, STARTUP_SECONDS, STEP_SECONDS, timeline, write_run
 
-from kohya_wrap import estimate as es
-from kohya_wrap.cli import GPU_CLASSES, main
-from kohya_wrap.dataset import StepPlan, plan_steps, scan
-from kohya_wrap.events import RunStarted, Step, from_json
-from kohya_wrap.presets import load_config
-from kohya_wrap.settings import Config
+from kohya_wrap.cli import main
+from kohya_wrap.cli.review import GPU_CLASSES
+from kohya_wrap.config.models import Config
+from kohya_wrap.config.presets import load_config
+from kohya_wrap.data.dataset import StepPlan, plan_steps, scan
+from kohya_wrap.review import estimate as es
+from kohya_wrap.train.events import RunStarted, Step, from_json
 
 
 @pytest.fixture
@@ -344,8 +345,8 @@ def test_estimate_command_for_a_named_gpu(make, tmp_path: Path) -> None:  # type
 
 
 def test_train_warns_before_launch(make, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    from kohya_wrap.cli import _print_plan
-    from kohya_wrap.presets import LoadedConfig
+    from kohya_wrap.cli.run import _print_plan
+    from kohya_wrap.config.presets import LoadedConfig
 
     cfg, plan = make("sdxl-pony-character")
     asked: list[int] = []
@@ -366,12 +367,12 @@ def test_train_warns_before_launch(make, monkeypatch: pytest.MonkeyPatch, capsys
 
 
 def test_estimate_command_probes_only_when_asked(make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    import kohya_wrap.doctor
+    import kohya_wrap.train.doctor
 
     make("sd15-character")
     config = config_file(tmp_path, "sd15-character")
     probe = {"torch": "2.6", "cuda": True, "gpu": "NVIDIA A100", "vram_free_gb": 70.0, "vram_total_gb": 79.2}
-    monkeypatch.setattr(kohya_wrap.doctor, "probe", lambda python, cwd: probe)
+    monkeypatch.setattr(kohya_wrap.train.doctor, "probe", lambda python, cwd: probe)
     monkeypatch.setattr(es, "query_nvidia_smi", lambda index=0: None)
     result = CliRunner().invoke(main, ["estimate", str(config), "--probe"], catch_exceptions=False)
     assert result.stdout.splitlines()[1].startswith("time: ≈ ")

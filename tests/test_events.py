@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kohya_wrap.events import (
+from kohya_wrap.train.events import (
     SCHEMA_VERSION,
     CheckpointSaved,
     EpochFinished,
@@ -26,7 +26,7 @@ from kohya_wrap.events import (
     from_json_timed,
     to_json,
 )
-from kohya_wrap.logparse import LogParser
+from kohya_wrap.train.logparse import LogParser
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"
 

@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.imaging: loading, padding, resizing, center/focus crops and prepared folders."""
+"""Tests for kohya_wrap.data.images: loading, padding, resizing, center/focus crops and prepared folders."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kohya_wrap import imaging
-from kohya_wrap.errors import DatasetError
-from kohya_wrap.imaging import (
+from kohya_wrap.data import images as imaging
+from kohya_wrap.data.images import (
     area_resize,
     area_resize_numpy,
     center_box,
@@ -22,6 +21,7 @@ from kohya_wrap.imaging import (
     resize_image,
     resize_pixels,
 )
+from kohya_wrap.errors import DatasetError
 
 
 def test_alpha_is_composited_on_white(tmp_path: Path) -> None:

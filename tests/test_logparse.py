@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import pytest
 
-from kohya_wrap.events import (
+from kohya_wrap.train.events import (
     CheckpointSaved,
     EpochFinished,
     EpochStarted,
@@ -26,7 +26,7 @@ from kohya_wrap.events import (
     Warning,
     to_json,
 )
-from kohya_wrap.logparse import HINTS, LogParser
+from kohya_wrap.train.logparse import HINTS, LogParser
 
 E = TypeVar("E", bound=Event)
 LOGS = Path(__file__).parent / "fixtures" / "logs"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.outputs import MetadataError, collect, read_metadata, samples_by_epoch, state_dirs
+from kohya_wrap.review.outputs import MetadataError, collect, read_metadata, samples_by_epoch, state_dirs
+from kohya_wrap.train.layout import RunLayout
 
 
 def write_safetensors(path: Path, metadata: dict[str, str]) -> None:

@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.presets: every shipped preset, merge order, --set, paths, load errors."""
+"""Tests for kohya_wrap.config.presets: every shipped preset, merge order, --set, paths, load errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from kohya_wrap.errors import ConfigError
-from kohya_wrap.presets import (
+from kohya_wrap.config.models import Config
+from kohya_wrap.config.presets import (
     apply_overrides,
     compose,
     deep_merge,
@@ -19,7 +19,7 @@ from kohya_wrap.presets import (
     preset_path,
     templates_dir,
 )
-from kohya_wrap.settings import Config
+from kohya_wrap.errors import ConfigError
 
 TEMPLATES = sorted(templates_dir().glob("*.toml"))
 

@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.preview: the gen_img.py command, the epoch × weight grid, failures, a real CPU run."""
+"""Tests for kohya_wrap.review.preview: the gen_img.py command, the epoch × weight grid, failures, a real CPU run."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from real_run import RealRuns, real_runs
 from test_report import grid_geometry, pixel, write_run
 
 from kohya_wrap.cli import main
+from kohya_wrap.config.presets import validate
 from kohya_wrap.errors import ConfigError, SdScriptsError
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.presets import validate
-from kohya_wrap.preview import plan_preview, run_preview
-from kohya_wrap.runs import read_record
+from kohya_wrap.review.preview import plan_preview, run_preview
+from kohya_wrap.train.layout import RunLayout
+from kohya_wrap.train.runs import read_record
 
 # Stands in for sd-scripts' gen_img.py: reads the same arguments and prompt file, and paints each image
 # in a colour that says which network (epoch) it used at which weight.

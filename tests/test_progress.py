@@ -7,8 +7,8 @@ import json
 
 from rich.console import Console
 
-from kohya_wrap import events as ev
 from kohya_wrap.progress import JsonView, PlainView, RichView, describe, fmt_rate, fmt_seconds, make_view
+from kohya_wrap.train import events as ev
 
 RUN = [
     ev.Phase(name="loading_model", detail=""),

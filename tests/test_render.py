@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.render: the files sd-scripts reads, checked against its parser and its TOML reader."""
+"""Tests for kohya_wrap.train.render: the files sd-scripts reads, checked against its parser and its TOML reader."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ import toml
 import yaml
 from sample_data import write_images, write_models
 
-from kohya_wrap import sd_args
-from kohya_wrap.dataset import StepPlan, plan_steps, scan
+from kohya_wrap.config.models import Config
+from kohya_wrap.config.presets import load_config, templates_dir, validate
+from kohya_wrap.data.dataset import StepPlan, plan_steps, scan
 from kohya_wrap.errors import ConfigError
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.presets import load_config, templates_dir, validate
-from kohya_wrap.render import Rendered, optimizer_arg_text, render, toml_string
-from kohya_wrap.settings import Config
+from kohya_wrap.train import sd_args
+from kohya_wrap.train.layout import RunLayout
+from kohya_wrap.train.render import Rendered, optimizer_arg_text, render, toml_string
 
 PRESETS = sorted(p.stem for p in templates_dir().glob("*.toml"))
 # The strings sd-scripts' reader (toml 0.10.2) and tomllib must both read back exactly.
@@ -274,7 +274,7 @@ class_tokens = "zdm 1boy"
 
 
 def out_hash(cfg: Config) -> str:
-    from kohya_wrap.render import config_hash
+    from kohya_wrap.train.render import config_hash
 
     return config_hash(cfg)
 

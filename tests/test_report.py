@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.report: sample grid, loss series and curve, index.html, on synthetic and real runs."""
+"""Tests for kohya_wrap.review.report: sample grid, loss series and curve, index.html, on synthetic and real runs."""
 
 from __future__ import annotations
 
@@ -16,11 +16,9 @@ from click.testing import CliRunner
 from PIL import Image
 from real_run import RealRuns, real_runs
 
-from kohya_wrap import events as ev
 from kohya_wrap.cli import main
-from kohya_wrap.estimate import run_timings
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.report import (
+from kohya_wrap.review.estimate import run_timings
+from kohya_wrap.review.report import (
     CELL,
     PAD,
     LossSeries,
@@ -30,7 +28,9 @@ from kohya_wrap.report import (
     tensorboard_argv,
     write_report,
 )
-from kohya_wrap.runs import RunRecord
+from kohya_wrap.train import events as ev
+from kohya_wrap.train.layout import RunLayout
+from kohya_wrap.train.runs import RunRecord
 
 PROMPTS = ("zdm, 1boy, a red square", "zdm, 1boy, a blue circle on a very long prompt " + "with words " * 12)
 START = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)

@@ -13,14 +13,14 @@ from pathlib import Path
 import fake_sd
 import pytest
 
-from kohya_wrap import events as ev
-from kohya_wrap.dataset import plan_steps, scan
+from kohya_wrap.config.presets import load_config
+from kohya_wrap.data.dataset import plan_steps, scan
 from kohya_wrap.errors import TrainingFailed, TrainingInterrupted
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.presets import load_config
 from kohya_wrap.progress import PlainView
-from kohya_wrap.runner import execute, find_resume_point
-from kohya_wrap.runs import create_run, read_record
+from kohya_wrap.train import events as ev
+from kohya_wrap.train.layout import RunLayout
+from kohya_wrap.train.runner import execute, find_resume_point
+from kohya_wrap.train.runs import create_run, read_record
 
 HERE = Path(__file__).parent
 LOGS = HERE / "fixtures" / "logs"

@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.sd_args: the packaged spec and the training-key checks against it."""
+"""Tests for kohya_wrap.train.sd_args: the packaged spec and the training-key checks against it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kohya_wrap.sd_args import (
+from kohya_wrap.train.sd_args import (
     SCRIPT_BY_FAMILY,
     ArgOption,
     check_training_args,
@@ -160,6 +160,6 @@ def test_flatten_is_one_level_only() -> None:
 
 
 def test_import_does_not_pull_in_torch() -> None:
-    code = "import sys, kohya_wrap.sd_args as m; m.load_spec(); print('torch' in sys.modules)"
+    code = "import sys, kohya_wrap.train.sd_args as m; m.load_spec(); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.settings: SeaArt's settings as fields, family defaults, cross-field errors, advice."""
+"""Tests for kohya_wrap.config.models: SeaArt's settings as fields, family defaults, cross-field errors, advice."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from kohya_wrap.config.models import Config
+from kohya_wrap.config.presets import validate
 from kohya_wrap.errors import ConfigError
-from kohya_wrap.presets import validate
-from kohya_wrap.settings import Config
 
 FLUX_FILES = {"clip_l": "/m/clip_l.safetensors", "t5xxl": "/m/t5xxl.safetensors", "ae": "/m/ae.safetensors"}
 

@@ -1,4 +1,4 @@
-"""Tests for kohya_wrap.tagger on a tiny generated ONNX model whose tags are known exactly."""
+"""Tests for kohya_wrap.data.tagger on a tiny generated ONNX model whose tags are known exactly."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ import pytest
 from PIL import Image
 from tagger_model import CHARACTER_LOOK, TAGS, build_tagger_model, quadrant_image, score, write_tags_csv
 
-from kohya_wrap import tagger as tagger_module
-from kohya_wrap.captions import BACKUP_DIR
-from kohya_wrap.errors import ConfigError, DatasetError
-from kohya_wrap.tagger import (
+from kohya_wrap.data import tagger as tagger_module
+from kohya_wrap.data.captions import BACKUP_DIR
+from kohya_wrap.data.tagger import (
     INT8_FILE,
     Labels,
     TagDecoder,
@@ -29,6 +28,7 @@ from kohya_wrap.tagger import (
     resolve_model,
     tag_folder,
 )
+from kohya_wrap.errors import ConfigError, DatasetError
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)

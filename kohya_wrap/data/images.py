@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from kohya_wrap.captions import find_images
-from kohya_wrap.dataset import KNOWN_CAPTION_EXTENSIONS
+from kohya_wrap.config.models import CropMode
+from kohya_wrap.data.captions import find_images
+from kohya_wrap.data.dataset import KNOWN_CAPTION_EXTENSIONS
 from kohya_wrap.errors import DatasetError
-from kohya_wrap.settings import CropMode
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom, as PIL crops
 # The focus map is computed on a thumbnail: saliency needs shapes, not pixels, and this keeps it ~ms.

@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohya_wrap.layout import RunLayout
+from kohya_wrap.train.layout import RunLayout
 
 # sd-scripts' names: `<name>-<epoch:06d>.safetensors`; the last epoch is saved as `<name>.safetensors`.
 _EPOCH_FILE = re.compile(r"^(?P<name>.+)-(?P<epoch>\d{6})\.safetensors$")

@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from kohya_wrap import events as ev
-from kohya_wrap.dataset import StepPlan
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.settings import Config
+from kohya_wrap.config.models import Config
+from kohya_wrap.data.dataset import StepPlan
+from kohya_wrap.train import events as ev
+from kohya_wrap.train.layout import RunLayout
 
 # Every figure below is explained, with its source, in docs/estimate.md. GPU figures are rough public
 # community figures (sd-scripts docs and kohya_ss / sd-scripts issue threads), not our measurements;

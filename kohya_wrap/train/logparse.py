@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from kohya_wrap.events import (
+from kohya_wrap.train.events import (
     CheckpointSaved,
     EpochFinished,
     EpochStarted,

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kohya_wrap.launch import default_sd_scripts_dir, sd_scripts_dir
-from kohya_wrap.sd_args import load_spec
-from kohya_wrap.settings import OPTIMIZER_PACKAGES, Config
+from kohya_wrap.config.models import OPTIMIZER_PACKAGES, Config
+from kohya_wrap.train.launch import default_sd_scripts_dir, sd_scripts_dir
+from kohya_wrap.train.sd_args import load_spec
 
 Level = Literal["ok", "warn", "fail"]
 MIN_FREE_DISK_GB = 5.0

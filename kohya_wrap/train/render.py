@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kohya_wrap import sd_args
-from kohya_wrap.dataset import StepPlan
+from kohya_wrap.config.models import Config, OptimizerArg
+from kohya_wrap.data.dataset import StepPlan
 from kohya_wrap.errors import ConfigError
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.settings import Config, OptimizerArg
+from kohya_wrap.train import sd_args
+from kohya_wrap.train.layout import RunLayout
 
 NETWORK_MODULE = {"sd15": "networks.lora", "sdxl": "networks.lora", "flux": "networks.lora_flux"}
 SAVE_PRECISION = {"fp32": "float", "fp16": "fp16", "bf16": "bf16"}

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kohya_wrap.captions import (
+from kohya_wrap.config.models import Config, TaggingSettings
+from kohya_wrap.data.captions import (
     DEFAULT_KEEP,
     CaptionEdit,
     TagStats,
@@ -32,9 +33,8 @@ from kohya_wrap.captions import (
     with_trigger,
     write_caption,
 )
+from kohya_wrap.data.images import open_image, pad_square, prepare_folder, resize_pixels
 from kohya_wrap.errors import ConfigError, DatasetError
-from kohya_wrap.imaging import open_image, pad_square, prepare_folder, resize_pixels
-from kohya_wrap.settings import Config, TaggingSettings
 
 DEFAULT_MODEL = "SmilingWolf/wd-vit-tagger-v3"
 MODEL_FILE = "model.onnx"

@@ -14,15 +14,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap import launch
+from kohya_wrap.config.models import Config
+from kohya_wrap.config.presets import validate
 from kohya_wrap.errors import ConfigError, RunError, SdScriptsError, TrainingInterrupted
 from kohya_wrap.files import write_bytes_atomic
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.outputs import LoraFile, collect
-from kohya_wrap.presets import validate
-from kohya_wrap.report import PREVIEW_JSON, PREVIEW_PNG, labelled_grid, write_report
-from kohya_wrap.runs import RunRecord, read_record
-from kohya_wrap.settings import Config
+from kohya_wrap.review.outputs import LoraFile, collect
+from kohya_wrap.review.report import PREVIEW_JSON, PREVIEW_PNG, labelled_grid, write_report
+from kohya_wrap.train import launch
+from kohya_wrap.train.layout import RunLayout
+from kohya_wrap.train.runs import RunRecord, read_record
 
 SCRIPT = "gen_img.py"  # sd-scripts' generator for SD1.x, SD2.x and SDXL, with LoRA support
 DEFAULT_WEIGHTS = (0.7, 0.8, 1.0)  # the weights SeaArt's walkthrough compares

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from kohya_wrap.config.models import Config
 from kohya_wrap.errors import SdScriptsError
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.settings import Config
+from kohya_wrap.train.layout import RunLayout
 
 # Seconds between the escalation steps SIGINT → SIGTERM → SIGKILL. sd-scripts needs a moment after
 # SIGINT to unwind its dataloader and CUDA context; anything longer means it is stuck.
@@ -28,7 +28,7 @@ GRACE_SECONDS = 15.0
 def default_sd_scripts_dir() -> Path:
     """$KOHYA_WRAP_SD_SCRIPTS, else the submodule beside the package (vendor/sd-scripts)."""
     env = os.environ.get("KOHYA_WRAP_SD_SCRIPTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "vendor" / "sd-scripts"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "vendor" / "sd-scripts"
 
 
 def sd_scripts_dir(cfg: Config) -> Path:

@@ -83,7 +83,7 @@ def _option(record: Mapping[str, Any]) -> ArgOption:
 @cache
 def load_spec() -> ArgSpec:
     """The packaged spec (`sd_scripts_args.json`), read once per process."""
-    text = resources.files("kohya_wrap").joinpath("sd_scripts_args.json").read_text(encoding="utf-8")
+    text = resources.files("kohya_wrap.train").joinpath("sd_scripts_args.json").read_text(encoding="utf-8")
     raw = json.loads(text)
     scripts = {
         script: types.MappingProxyType({dest: _option(rec) for dest, rec in options.items()})

@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kohya_wrap.dataset import list_images
+from kohya_wrap.data.dataset import list_images
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.files import write_atomic, write_new_file
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kohya_wrap import events as ev
 from kohya_wrap.errors import RunError
-from kohya_wrap.estimate import (
+from kohya_wrap.files import write_bytes_atomic
+from kohya_wrap.review.estimate import (
     RunTimings,
     duration,
     iso_seconds,
@@ -24,10 +24,10 @@ from kohya_wrap.estimate import (
     read_events,
     run_timings,
 )
-from kohya_wrap.files import write_bytes_atomic
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.outputs import LoraFile, collect, samples_by_epoch
-from kohya_wrap.runs import RunRecord, read_record
+from kohya_wrap.review.outputs import LoraFile, collect, samples_by_epoch
+from kohya_wrap.train import events as ev
+from kohya_wrap.train.layout import RunLayout
+from kohya_wrap.train.runs import RunRecord, read_record
 
 if TYPE_CHECKING:
     from PIL import Image

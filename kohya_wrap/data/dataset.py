@@ -10,8 +10,8 @@ from pathlib import Path
 
 import imagesize  # type: ignore[import-untyped]
 
+from kohya_wrap.config.models import Config
 from kohya_wrap.errors import DatasetError
-from kohya_wrap.settings import Config
 
 # What sd-scripts' DreamBooth dataset globs (any case), non-recursively.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})

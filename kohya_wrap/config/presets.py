@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from kohya_wrap.config.models import Config
 from kohya_wrap.errors import ConfigError
-from kohya_wrap.settings import Config
 
 # Config keys that hold local paths: relative ones are read relative to the config file's folder.
 PATH_KEYS = (
@@ -36,7 +36,7 @@ PATH_KEYS = (
 def templates_dir() -> Path:
     """The presets folder: $KOHYA_WRAP_TEMPLATES, else `templates/` beside the package."""
     env = os.environ.get("KOHYA_WRAP_TEMPLATES")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "templates"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "templates"
 
 
 def list_presets() -> list[tuple[str, str]]:

@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 import tomli_w
 
-from kohya_wrap.dataset import StepPlan
+from kohya_wrap.config.models import Config
+from kohya_wrap.config.presets import LoadedConfig
+from kohya_wrap.data.dataset import StepPlan
 from kohya_wrap.errors import ConfigError, RunError
 from kohya_wrap.files import write_atomic
-from kohya_wrap.layout import RunLayout
-from kohya_wrap.presets import LoadedConfig
-from kohya_wrap.render import Rendered, config_hash, render
-from kohya_wrap.settings import Config
+from kohya_wrap.train.layout import RunLayout
+from kohya_wrap.train.render import Rendered, config_hash, render
 
 Status = Literal["planned", "running", "finished", "failed", "interrupted"]
 RUN_SCHEMA = 1
