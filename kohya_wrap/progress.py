@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Protocol, TextIO
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from kohya_wrap.train import events as ev
+from kohya_wrap.train.view import View
 
 PHASE_TEXT = {
     "loading_model": "loading the base model",
@@ -20,13 +21,6 @@ PHASE_TEXT = {
     "preparing_network": "preparing the LoRA network",
     "sampling": "rendering sample images",
 }
-
-
-class View(Protocol):
-    def event(self, event: ev.Event) -> None: ...
-    def raw(self, text: str) -> None: ...
-    def note(self, line: str) -> None: ...
-    def close(self) -> None: ...
 
 
 def fmt_seconds(seconds: float | None) -> str:

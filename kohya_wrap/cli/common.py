@@ -50,19 +50,15 @@ def main() -> None:
 
 
 def _load(config: Path | None, overrides: tuple[str, ...], preset: str | None) -> LoadedConfig:
-    from kohya_wrap.config.presets import load_config
-    from kohya_wrap.errors import ConfigError
+    from kohya_wrap.commands.train import load
 
-    if config is None and preset is None:
-        raise ConfigError("config: give a config file or --preset NAME (see `kohya-wrap presets`)")
-    return load_config(config, overrides, preset)
+    return load(config, overrides, preset)
 
 
 def _scan(loaded: LoadedConfig) -> tuple[DatasetReport, StepPlan]:
-    from kohya_wrap.data.dataset import plan_steps, scan
+    from kohya_wrap.commands.train import scan_dataset
 
-    report = scan(loaded.config)
-    return report, plan_steps(loaded.config, report)
+    return scan_dataset(loaded)
 
 
 def _print_warnings(lines: list[str]) -> None:

@@ -20,7 +20,6 @@ from kohya_wrap.cli.common import (
 if TYPE_CHECKING:
     from kohya_wrap.config.presets import LoadedConfig
     from kohya_wrap.data.dataset import StepPlan
-    from kohya_wrap.train.layout import RunLayout
 
 
 @main.command()
@@ -163,72 +162,32 @@ def train(
     verbose: bool,
 ) -> None:
     """Train a LoRA with sd-scripts: new run folder, live progress, per-epoch LoRAs, report."""
+    from kohya_wrap.commands import train as commands
     from kohya_wrap.errors import ConfigError
     from kohya_wrap.progress import make_view
-    from kohya_wrap.train.doctor import model_file_problems
-    from kohya_wrap.train.launch import require_script
-    from kohya_wrap.train.layout import RunLayout
-    from kohya_wrap.train.runner import execute
-    from kohya_wrap.train.runs import create_run
-    from kohya_wrap.train.sd_args import SCRIPT_BY_FAMILY
+
+    def on_report(path: Path) -> None:
+        click.echo(f"report: {path}", err=json_lines)
 
     if resume_dir is not None:
         if config is not None or overrides or preset:
             raise ConfigError("train: --resume continues a run with its own config; drop CONFIG, --set and --preset")
-        layout = RunLayout(resume_dir.resolve())
-        _prefetch_report()
-        try:
-            execute(layout, make_view(json_lines, verbose), resume=True)
-        finally:
-            _finish_report(layout, json_lines)
+        commands.resume(resume_dir, make_view(json_lines, verbose), on_report)
         return
-    loaded = _load(config, overrides, preset)
-    if problems := model_file_problems(loaded.config):
-        raise ConfigError(*problems)
-    report, plan = _scan(loaded)
-    _print_warnings(loaded.config.warnings() + report.warnings())
+    checked = commands.check_training(_load(config, overrides, preset))
+    _print_warnings(list(checked.warnings))
     if dry_run:
-        _print_dry_run(loaded, plan)
+        dry = commands.dry_run(checked)
+        _print_plan(checked.loaded, checked.plan)
+        for path, text in dry.files.items():
+            click.echo(f"\n--- {path}\n{text}", nl=False)
+        click.echo("\n--- command\n" + dry.command, nl=False)
         return
-    require_script(loaded.config, SCRIPT_BY_FAMILY[loaded.config.model.family])
-    _print_plan(loaded, plan, read_gpu=True, quiet=json_lines)
-    layout = create_run(loaded, plan)
+    commands.require_launchable(checked)
+    _print_plan(checked.loaded, checked.plan, read_gpu=True, quiet=json_lines)
+    layout = commands.create(checked)
     click.echo(f"run folder: {layout.root}", err=json_lines)
-    _prefetch_report()
-    try:
-        execute(layout, make_view(json_lines, verbose), report)
-    finally:
-        _finish_report(layout, json_lines)
-
-
-def _prefetch_report() -> None:
-    """Import the report's plotting libraries while sd-scripts loads its model, not after training."""
-    import importlib
-    import threading
-
-    threading.Thread(target=importlib.import_module, args=("kohya_wrap.review.report",), daemon=True).start()
-
-
-def _finish_report(layout: RunLayout, json_lines: bool = False) -> None:
-    """The run's report, also for failed and interrupted runs (it shows what exists)."""
-    from kohya_wrap.review.report import write_report
-
-    click.echo(f"report: {write_report(layout)}", err=json_lines)
-
-
-def _print_dry_run(loaded: LoadedConfig, plan: StepPlan) -> None:
-    from kohya_wrap.train.launch import plan_training
-    from kohya_wrap.train.layout import RunLayout
-    from kohya_wrap.train.render import render
-    from kohya_wrap.train.runs import runs_dir
-
-    cfg = loaded.config
-    layout = RunLayout(runs_dir(cfg) / f"{cfg.output_name}-<timestamp>")
-    rendered = render(cfg, layout, plan)
-    _print_plan(loaded, plan)
-    for name, text in rendered.files(layout).items():
-        click.echo(f"\n--- {layout.root / name}\n{text}", nl=False)
-    click.echo("\n--- command\n" + plan_training(cfg, layout, rendered.script).command_text(), nl=False)
+    commands.run(layout, make_view(json_lines, verbose), checked.report, on_report)
 
 
 @main.command()

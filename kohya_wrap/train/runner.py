@@ -15,12 +15,12 @@ from pathlib import Path
 from kohya_wrap.config.presets import validate
 from kohya_wrap.data.dataset import DatasetReport
 from kohya_wrap.errors import RunError, TrainingFailed, TrainingInterrupted
-from kohya_wrap.progress import View
 from kohya_wrap.train import events as ev
 from kohya_wrap.train import launch
 from kohya_wrap.train.layout import RunLayout
 from kohya_wrap.train.logparse import LogParser
 from kohya_wrap.train.runs import RunRecord, now_iso, read_record, update_record
+from kohya_wrap.train.view import View
 
 RELEVANT_LINES = 12
 
