@@ -9,7 +9,7 @@ SD_SCRIPTS := vendor/sd-scripts
 # Files the sd-scripts source copy may lack that nobody needs on Linux (Windows DLLs, one Qwen tokenizer).
 SPARSE := '/*' '!/bitsandbytes_windows/' '!/configs/qwen3_06b/tokenizer.json'
 
-.PHONY: setup submodule venv test test-fast test-e2e lint train render tag bench sync-args clean-venv
+.PHONY: setup submodule venv demo test test-fast test-e2e lint train render tag bench sync-args clean-venv
 
 setup: submodule venv
 	@echo "setup done: activate with 'source $(BIN)/activate' or use 'make test', 'make train CONFIG=...'"
@@ -32,13 +32,17 @@ venv:
 	@if [ -f $(SD_SCRIPTS)/requirements.txt ]; then \
 	  echo "installing sd-scripts requirements"; \
 	  cd $(SD_SCRIPTS) && ../../$(BIN)/python -m pip install -q -r requirements.txt; fi
-	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -e '.[dev,ui,ray]'
+
+# A real training run on a random-weight SD1.5 model (built once into .demo-cache/): nothing to download.
+demo:
+	$(BIN)/python tools/demo.py
 
 test:
 	$(BIN)/python -m pytest -q
 
 test-fast:
-	$(BIN)/python -m pytest -q -m "not sd_scripts and not gpu"
+	$(BIN)/python -m pytest -q -m "not sd_scripts and not gpu and not ray and not browser"
 
 test-e2e:
 	$(BIN)/python -m pytest -q -m sd_scripts

@@ -10,6 +10,9 @@ HERE = Path(__file__).resolve().parent
 BENCHES = {
     "startup.py": ["--out", str(HERE / "results" / "startup.md")],
     "overhead.py": ["--out", str(HERE / "results" / "overhead.md")],
+    "queue_bench.py": ["--out", str(HERE / "results" / "queue.md")],
+    "ui_bench.py": ["--out", str(HERE / "results" / "ui.md")],
+    "ray_bench.py": ["--out", str(HERE / "results" / "ray.md")],
     # About 9 minutes on 2 cores: a realistic-size ViT tagger against sd-scripts' own tagger script.
     "tagger_bench.py": ["--out", str(HERE / "results" / "tagger.md")],
 }

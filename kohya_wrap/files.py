@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -63,3 +65,40 @@ def write_new_file(path: Path, text: str) -> None:
         os.link(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def write_new_folder(path: Path, files: Mapping[str, bytes]) -> None:
+    """Create the folder `path` holding `files` (name → content), whole or not at all.
+
+    The files go into a hidden sibling folder that is renamed into place in one step; an existing `path`
+    raises FileExistsError and is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes its folders private; this one is the user's
+        if path.exists():
+            raise FileExistsError(path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def creatable_problem(path: Path) -> str | None:
+    """Why `path` (a file or folder to be made, with any missing parents) cannot be created; None if it can.
+
+    Checked before anything is written, so a bad output path is one line instead of a traceback halfway.
+    """
+    ancestor = path
+    while not ancestor.exists() and not ancestor.is_symlink():
+        if ancestor.parent == ancestor:
+            return None
+        ancestor = ancestor.parent
+    if ancestor != path and not ancestor.is_dir():
+        return f"{ancestor} is a file, so {path} cannot be created inside it"
+    if ancestor != path and not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot write in {ancestor} (permission denied)"
+    return None

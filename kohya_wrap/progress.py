@@ -7,8 +7,9 @@ import sys
 import time
 from typing import TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
+from rich.text import Text
 
 from kohya_wrap.train import events as ev
 from kohya_wrap.train.view import View
@@ -20,6 +21,7 @@ PHASE_TEXT = {
     "caching_text_encoder_outputs": "caching text encoder outputs",
     "preparing_network": "preparing the LoRA network",
     "sampling": "rendering sample images",
+    "validating": "validating on the held-out images",
 }
 
 
@@ -49,6 +51,8 @@ def describe(event: ev.Event) -> str | None:
     if isinstance(event, ev.CheckpointSaved):
         label = f"epoch {event.epoch}" if event.epoch is not None else f"step {event.step}"
         return f"saved LoRA ({label}{', final' if event.final else ''}): {event.path}"
+    if isinstance(event, ev.Validation):
+        return f"validation loss (epoch {event.epoch}): {event.loss:.3g}"
     if isinstance(event, ev.SampleSaved):
         return f"sample: {event.path}" if event.path else None
     if isinstance(event, ev.StateSaved):
@@ -62,6 +66,28 @@ def describe(event: ev.Event) -> str | None:
     return None
 
 
+class _Counting(ProgressColumn):
+    """Shows `column` once the step count is known; before that (model loading, latent caching) nothing."""
+
+    def __init__(self, column: ProgressColumn) -> None:
+        super().__init__()
+        self.column = column
+
+    def render(self, task: Task) -> RenderableType:
+        return Text("") if task.total is None else self.column.render(task)
+
+
+class _Waiting(ProgressColumn):
+    """A spinner while the step count is unknown, so a phase without a count still shows life."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spinner = SpinnerColumn()
+
+    def render(self, task: Task) -> RenderableType:
+        return self.spinner.render(task) if task.total is None else Text("")
+
+
 class RichView:
     """A bar sized from the total steps, with epoch, loss, speed and ETA; event lines print above it."""
 
@@ -69,13 +95,14 @@ class RichView:
         self.console = console
         self.verbose = verbose
         self.progress = Progress(
+            _Waiting(),
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
+            _Counting(BarColumn()),
+            _Counting(TextColumn("{task.completed}/{task.total}")),
             TextColumn("{task.fields[epoch]}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("ETA {task.fields[eta]}"),
+            _Counting(TextColumn("loss {task.fields[loss]}")),
+            _Counting(TextColumn("{task.fields[rate]}")),
+            _Counting(TextColumn("ETA {task.fields[eta]}")),
             console=console,
             transient=False,
         )

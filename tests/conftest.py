@@ -3,37 +3,25 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The asset builders are shared with `make demo` and the benchmarks.
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+from e2e_assets import BuildFailed, E2EAssets, build_assets, random_model  # noqa: E402
+
 SD_SCRIPTS_DIR = REPO_ROOT / "vendor" / "sd-scripts"
-E2E_BUILDERS = Path(__file__).resolve().parent / "e2e"
 # Gitignored; holds GBs of random models, so it lives beside the checkout rather than in tmp dirs
 # that pytest would rebuild every session.
 E2E_CACHE = REPO_ROOT / ".e2e-cache"
 REQUIRE_SD_SCRIPTS_ENV = "KOHYA_WRAP_REQUIRE_SD_SCRIPTS"
-# The CLIP BPE merge list ships inside this wheel; PyPI is reachable where GitHub and the HF hub are not.
-OPEN_CLIP_WHEEL = "open-clip-torch==3.3.0"
 # The modules a real sd-scripts run needs first; library.train_util pulls in most of the rest.
 SD_SCRIPTS_IMPORTS = "import accelerate, diffusers, transformers, library.train_util"
-
-
-@dataclass(frozen=True)
-class E2EAssets:
-    """Inputs for a real sd-scripts run on the CPU: tokenizer cache, random SD1.5 model, captioned images."""
-
-    tokenizers: Path
-    sd15_model: Path
-    images: Path
 
 
 @functools.cache
@@ -97,94 +85,6 @@ def sd_scripts_dir() -> Path:
     return SD_SCRIPTS_DIR
 
 
-def run_builder(*argv: str) -> None:
-    """Run a command that builds an asset, failing the test with its output if it fails."""
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-30:])
-        pytest.fail(f"building an e2e asset failed: {' '.join(argv)}\n{tail}", pytrace=False)
-
-
-def asset_key(*parts: str | Path) -> str:
-    """A digest of the builder sources (files) and arguments (strings) that an asset comes from."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.read_bytes() if isinstance(part, Path) else part.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:12]
-
-
-def cached_asset(name: str, key: str, build: Callable[[Path], None]) -> Path:
-    """`.e2e-cache/<name>-<key>`, built by `build(folder)` the first time it is needed.
-
-    A changed builder gives a new key, so the asset is rebuilt and the stale ones are deleted. A
-    file lock makes concurrent sessions in the same checkout wait for one build instead of
-    each spending minutes on their own; the folder appears only when complete.
-    """
-    import fcntl  # here, not at the top: Windows has none, and only the e2e tests need it
-
-    target = E2E_CACHE / f"{name}-{key}"
-    if target.is_dir():
-        return target
-    E2E_CACHE.mkdir(exist_ok=True)
-    with open(E2E_CACHE / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.is_dir():
-            return target
-        partial = E2E_CACHE / f"{name}-{key}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        try:
-            build(partial)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        partial.rename(target)
-        # Asset names are chosen so that no name is another's prefix followed by "-".
-        for stale in E2E_CACHE.glob(f"{name}-*"):
-            if stale != target:
-                shutil.rmtree(stale, ignore_errors=True)
-    return target
-
-
-def builder(script: str) -> Path:
-    """The path of a builder script in tests/e2e/."""
-    return E2E_BUILDERS / script
-
-
-def open_clip_wheel() -> Path:
-    """The open-clip-torch wheel, downloaded once (nothing is installed)."""
-    folder = cached_asset(
-        "wheel",
-        asset_key(OPEN_CLIP_WHEEL),
-        lambda out: run_builder(
-            sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(out), OPEN_CLIP_WHEEL
-        ),
-    )
-    return next(folder.glob("*.whl"))
-
-
-def tokenizers_dir() -> Path:
-    """The tokenizer cache folder for sd-scripts' `tokenizer_cache_dir`."""
-    wheel = open_clip_wheel()
-    script = builder("build_clip_tokenizer.py")
-    return cached_asset(
-        "tokenizers",
-        asset_key(script, wheel.name),
-        lambda folder: run_builder(sys.executable, str(script), str(wheel), str(folder)),
-    )
-
-
-def random_model(arch: str, tokenizers: Path) -> Path:
-    """A random diffusers model folder for `arch` (sd15 or sdxl)."""
-    script = builder("build_random_model.py")
-    return cached_asset(
-        arch,
-        asset_key(script, arch, tokenizers.name),
-        lambda folder: run_builder(sys.executable, str(script), arch, str(folder), str(tokenizers)),
-    )
-
-
 @pytest.fixture(scope="session")
 def e2e_assets() -> E2EAssets:
     """Tokenizers, the random SD1.5 model and 4 captioned 64px images (built once, then cached)."""
@@ -194,17 +94,16 @@ def e2e_assets() -> E2EAssets:
 
 def build_e2e_assets() -> E2EAssets:
     """The e2e inputs, built into the cache when missing (also used by the benchmarks)."""
-    tokenizers = tokenizers_dir()
-    script = builder("make_images.py")
-    images = cached_asset(
-        "images",
-        asset_key(script, "4", "64"),
-        lambda folder: run_builder(sys.executable, str(script), str(folder), "--count", "4", "--size", "64"),
-    )
-    return E2EAssets(tokenizers=tokenizers, sd15_model=random_model("sd15", tokenizers), images=images)
+    try:
+        return build_assets(E2E_CACHE)
+    except BuildFailed as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def e2e_sdxl_model(e2e_assets: E2EAssets) -> Path:
     """The random SDXL diffusers folder (about a minute and 5 GB the first time; mark users `slow`)."""
-    return random_model("sdxl", e2e_assets.tokenizers)
+    try:
+        return random_model(E2E_CACHE, "sdxl", e2e_assets.tokenizers)
+    except BuildFailed as exc:
+        pytest.fail(str(exc), pytrace=False)

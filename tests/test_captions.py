@@ -10,16 +10,19 @@ from kohya_wrap.data.captions import (
     BACKUP_DIR,
     DEFAULT_KEEP,
     CaptionEdit,
+    PruneProposal,
     apply_plan,
     backup_captions,
     dedupe,
     find_images,
     format_caption,
+    leading_tag,
     load_captions,
     parse_caption,
     parse_replacements,
     plan_edit,
     propose_prune,
+    prune_proposal,
     read_caption,
     remove_tags,
     replace_tags,
@@ -155,3 +158,35 @@ def test_find_images_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as err:
         find_images(tmp_path)
     assert err.value.lines == (f"{tmp_path}: no images (PNG, JPEG, WebP or BMP) in this folder",)
+
+
+def test_read_caption_takes_the_first_line_as_sd_scripts_does(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text("zdm, smile\nsecond, line\n", encoding="utf-8")
+    assert read_caption(path) == ["zdm", "smile"]
+    path.write_bytes("zdm, caf\xe9".encode("latin-1"))
+    with pytest.raises(DatasetError) as err:
+        read_caption(path)
+    assert err.value.lines == (
+        f"{path}: not UTF-8 text (sd-scripts reads captions as UTF-8 only and stops on it); save it as UTF-8",
+    )
+
+
+def test_leading_tag_is_the_trigger_word_captions_carry() -> None:
+    assert leading_tag([["zdm", "smile"], ["Zdm", "sitting"]]) == "zdm"
+    assert leading_tag([["zdm", "smile"]]) is None  # one caption cannot tell
+    assert leading_tag([["zdm"], ["other"]]) is None
+    assert leading_tag([["1girl", "smile"], ["1girl", "solo"]]) is None  # a generic tag, not a trigger
+
+
+def test_a_new_trigger_word_replaces_the_previous_one() -> None:
+    edit = CaptionEdit(trigger="other", previous_trigger="zdm")
+    assert edit.apply(["zdm", "smile"]) == ["other", "smile"]
+    assert CaptionEdit(trigger="zdm", previous_trigger="zdm").apply(["zdm", "smile"]) == ["zdm", "smile"]
+    assert CaptionEdit(previous_trigger="zdm").apply(["zdm", "smile"]) == ["zdm", "smile"]
+
+
+def test_prune_proposal_keeps_the_leading_tag_and_says_so() -> None:
+    stats = tag_stats([["zdm", "green_hair", "smile"], ["zdm", "green_hair"], ["zdm", "green_hair", "sitting"]])
+    assert prune_proposal(stats, 0.6, DEFAULT_KEEP, None, "zdm") == PruneProposal(("green_hair",), "zdm")
+    assert prune_proposal(stats, 0.6, DEFAULT_KEEP, "zdm", "zdm") == PruneProposal(("green_hair",), None)

@@ -206,6 +206,7 @@ def test_schema_is_the_config_json_schema() -> None:
         "save",
         "tagging",
         "training",
+        "validation",
     ]
     assert schema["required"] == ["model", "dataset"]
 
@@ -631,4 +632,4 @@ def test_light_commands_import_no_heavy_module(args: list[str], project: Project
 
 
 def test_the_templates_folder_is_the_one_tested() -> None:
-    assert templates_dir() == Path(__file__).resolve().parent.parent / "templates"
+    assert templates_dir() == (Path(__file__).resolve().parent.parent / "templates").resolve()

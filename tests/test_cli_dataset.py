@@ -150,6 +150,9 @@ def test_prepare_runs_the_config_steps(walkthrough: Path, model: Path, tmp_path:
     assert captions(prepared)["07"] == "zdm, 1boy, standing, white_background\n"
     out = done.stdout.splitlines()
     assert f"auto-prune: {', '.join(CHARACTER_TAGS)} removed from 7 captions" in out
+    (first, second) = sorted((prepared / BACKUP_DIR).iterdir())  # the edits', then auto-prune's
+    assert f"auto-prune: originals backed up in {second}" in out
+    assert captions(second)["01"].startswith("zdm, green_hair, ")
     assert out[-1] == (
         f"dataset.dirs.0.path: the prepared images are in {prepared}; point the config at that folder to train on them"
     )
@@ -271,3 +274,214 @@ def test_prepare_honours_keep_tags_and_underscores(walkthrough: Path, model: Pat
     assert not any("suspenders" in caption.split(", ") for caption in written.values())
     assert written["01"].split(", ")[:2] == ["zdm", "standing"]
     assert "simple background" in written["06"].split(", ")
+
+
+# ---- refused input writes nothing ----------------------------------------------------------------
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root` with its bytes (None for folders and links), to show nothing changed."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def captioned(folder: Path, texts: dict[str, str | bytes]) -> Path:
+    """Images named after `texts`' keys, each with that .txt caption (bytes written as they are)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, text in texts.items():
+        quadrant_image(folder / f"{stem}.png", BLACK, RED, BLACK, BLACK, size=8)
+        caption = folder / f"{stem}.txt"
+        caption.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return folder
+
+
+def refused(root: Path, *args: str | Path) -> str:
+    """Run a command that must exit 2 without changing anything under `root`; its stderr."""
+    before = snapshot(root)
+    done = run(*args)
+    assert done.exit_code == 2, done.output
+    assert done.stdout == ""
+    assert snapshot(root) == before
+    return done.stderr
+
+
+@pytest.mark.parametrize("trigger", ["zdm, 1girl", "  ", "zdm\nother"])
+def test_a_trigger_word_with_commas_or_blank_is_refused(tmp_path: Path, model: Path, trigger: str) -> None:
+    folder = captioned(tmp_path / "images", {"a": "zdm, 1boy\n", "b": "zdm, smile\n"})
+    message = f"--trigger: must be a non-empty word without commas or newlines, got {trigger!r}\n"
+    assert refused(tmp_path, "tags", folder, "--trigger", trigger, "--apply") == message
+    assert refused(tmp_path, "tag", folder, "--model", model, "--trigger", trigger) == message
+
+
+def test_prepare_checks_every_folder_before_changing_any(walkthrough: Path, model: Path, tmp_path: Path) -> None:
+    for image in walkthrough.glob("0[1-3].png"):
+        image.with_suffix(".txt").write_text("1boy, smile\n")
+    config = prepare_config(tmp_path, walkthrough, model)
+    text = config.read_text().replace(
+        f'{{ path = "{walkthrough.name}" }}', f'{{ path = "{walkthrough.name}" }}, {{ path = "typo" }}'
+    )
+    config.write_text(text)
+    assert refused(tmp_path, "prepare", config) == f"{tmp_path / 'typo'}: folder not found\n"
+
+
+def test_prepare_refuses_a_missing_tagger_even_with_every_caption_there(walkthrough: Path, tmp_path: Path) -> None:
+    for image in walkthrough.iterdir():
+        image.with_suffix(".txt").write_text("1boy, smile\n")
+    config = prepare_config(tmp_path, walkthrough, tmp_path / "no-model")
+    assert refused(tmp_path, "prepare", config) == (
+        f"tagging.model: '{tmp_path / 'no-model'}' is neither a folder with model.onnx and selected_tags.csv nor a "
+        "hub id like SmilingWolf/wd-vit-tagger-v3\n"
+    )
+
+
+def test_tag_refuses_a_missing_model_when_every_image_has_a_caption(tmp_path: Path) -> None:
+    folder = captioned(tmp_path / "images", {"a": "zdm, 1boy\n"})
+    missing = tmp_path / "nope"
+    assert refused(tmp_path, "tag", folder, "--model", missing) == (
+        f"tagging.model: '{missing}' is neither a folder with model.onnx and selected_tags.csv nor a hub id like "
+        "SmilingWolf/wd-vit-tagger-v3\n"
+    )
+
+
+def test_a_model_that_cannot_load_leaves_no_crops_behind(walkthrough: Path, model: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model.onnx").write_bytes(b"not a model")
+    (broken / "selected_tags.csv").write_bytes((model / "selected_tags.csv").read_bytes())
+    out = tmp_path / "sq"
+    message = refused(
+        tmp_path, "tag", walkthrough, "--model", broken, "--crop", "center", "--crop-size", "64", "--out", out
+    )
+    assert message.startswith(f"tagging.model: onnxruntime cannot load {broken / 'model.onnx'}: ")
+    assert not out.exists()
+    retry = run("tag", walkthrough, "--model", model, "--crop", "center", "--crop-size", "64", "--out", out)
+    assert retry.exit_code == 0, retry.output
+
+
+def test_an_output_folder_under_a_file_is_one_line(walkthrough: Path, model: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "sq"
+    assert refused(tmp_path, "tag", walkthrough, "--model", model, "--out", out) == (
+        f"{tmp_path / 'file'} is a file, so {out} cannot be created inside it; choose another folder for the "
+        "prepared images\n"
+    )
+
+
+def test_an_empty_caption_extension_is_one_line(tmp_path: Path, model: Path) -> None:
+    folder = captioned(tmp_path / "images", {"a": "zdm, 1boy\n"})
+    message = "--caption-extension: must be a file extension like .txt, got ''\n"
+    assert refused(tmp_path, "tags", folder, "--caption-extension", "") == message
+    assert refused(tmp_path, "tag", folder, "--model", model, "--caption-extension", "") == message
+
+
+def test_a_caption_that_is_not_utf8_is_named(tmp_path: Path, model: Path) -> None:
+    folder = captioned(tmp_path / "images", {"a": "zdm, 1boy\n", "b": "zdm, caf\xe9\n".encode("latin-1")})
+    message = (
+        f"{folder / 'b.txt'}: not UTF-8 text (sd-scripts reads captions as UTF-8 only and stops on it); "
+        "save it as UTF-8\n"
+    )
+    assert refused(tmp_path, "tags", folder, "--remove", "1boy", "--apply") == message
+    assert refused(tmp_path, "tag", folder, "--model", model, "--trigger", "other") == message
+
+
+def test_a_broken_image_link_is_refused(tmp_path: Path, model: Path) -> None:
+    folder = captioned(tmp_path / "images", {"a": "zdm, 1boy\n"})
+    (folder / "b.png").symlink_to(tmp_path / "gone.png")
+    message = (
+        f"{folder}: links to missing images (sd-scripts would list them and then stop): b.png; fix or remove them\n"
+    )
+    assert refused(tmp_path, "tags", folder, "--trigger", "zdm", "--apply") == message
+    assert refused(tmp_path, "tag", folder, "--model", model) == message
+
+
+# ---- the trigger word: never pruned, replaced rather than stacked ---------------------------------
+
+
+def test_auto_prune_keeps_the_tag_that_leads_every_caption(walkthrough: Path, model: Path) -> None:
+    assert run("tag", walkthrough, "--model", model, "--trigger", "zdm").exit_code == 0
+    raw = captions(walkthrough)
+    dry = run("tags", walkthrough, "--auto-prune")
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stdout.splitlines()
+    assert (
+        f"auto-prune: 10 tags in at least 60% of the images and not in the keep-list: {', '.join(CHARACTER_TAGS)}"
+        in lines
+    )
+    assert (
+        "auto-prune: keeps 'zdm', the first tag of every caption (the trigger word); remove it with --remove 'zdm'"
+    ) in lines
+    applied = run("tags", walkthrough, "--auto-prune", "--apply")
+    assert applied.exit_code == 0, applied.output
+    assert all(text.startswith("zdm, 1boy, ") for text in captions(walkthrough).values())
+    assert captions(walkthrough) != raw
+
+
+def test_a_new_trigger_word_replaces_the_old_one(walkthrough: Path, model: Path) -> None:
+    assert run("tag", walkthrough, "--model", model, "--trigger", "zdm").exit_code == 0
+    dry = run("tags", walkthrough, "--trigger", "other")
+    assert dry.exit_code == 0, dry.output
+    assert "trigger word zdm → other: 7 captions ('zdm' led every caption)" in dry.stdout.splitlines()
+    applied = run("tags", walkthrough, "--trigger", "other", "--apply")
+    assert applied.exit_code == 0, applied.output
+    texts = captions(walkthrough).values()
+    assert all(text.startswith("other, green_hair, ") and "zdm" not in text for text in texts)
+
+    again = run("tag", walkthrough, "--model", model, "--trigger", "third")
+    assert again.exit_code == 0, again.output
+    assert f"{walkthrough}: 'third' replaced the earlier trigger word 'other' (the tag that led every caption)" in (
+        again.stdout.splitlines()
+    )
+    assert all(t.startswith("third, green_hair, ") and "other" not in t for t in captions(walkthrough).values())
+
+
+def test_a_generic_first_tag_is_not_taken_for_a_trigger(tmp_path: Path) -> None:
+    folder = captioned(tmp_path / "images", {"a": "1boy, smile\n", "b": "1boy, sitting\n"})
+    done = run("tags", folder, "--trigger", "zdm", "--apply")
+    assert done.exit_code == 0, done.output
+    assert captions(folder) == {"a": "zdm, 1boy, smile\n", "b": "zdm, 1boy, sitting\n"}
+
+
+# ---- captions are read as sd-scripts reads them: the first line only -----------------------------
+
+
+def test_only_the_first_line_of_a_caption_counts(tmp_path: Path) -> None:
+    folder = captioned(tmp_path / "images", {"a": "zdm, smile\nextra, lines\n", "b": "zdm, sitting\n"})
+    done = run("tags", folder)
+    assert done.exit_code == 0, done.output
+    assert done.stderr == (
+        "warning: 1 caption has several lines; sd-scripts reads only the first, so only it is counted and edited: "
+        "a.txt\n"
+    )
+    assert done.stdout.splitlines()[2:] == ["     2   100%  zdm", "     1    50%  sitting", "     1    50%  smile"]
+
+
+def test_option_limits_come_from_the_settings(tmp_path: Path, model: Path) -> None:
+    folder = captioned(tmp_path / "images", {"a": "zdm, 1boy\n", "b": "zdm, smile\n"})
+    assert refused(tmp_path, "tags", folder, "--auto-prune", "--min-share", "1.5", "--apply") == (
+        "--min-share: must be above 0 and at most 1, got 1.5\n"
+    )
+    assert refused(
+        tmp_path, "tag", folder, "--model", model, "--crop", "center", "--crop-size", "32", "--out", "sq"
+    ) == ("--crop-size: must be between 64 and 8192, got 32\n")
+    # Checked even when every image has its caption, so nothing needs the tagger.
+    assert refused(tmp_path, "tag", folder, "--model", model, "--batch-size", "0") == (
+        "--batch-size: must be 1 or more, got 0\n"
+    )
+
+
+def test_prepare_reads_every_caption_before_changing_any(walkthrough: Path, model: Path, tmp_path: Path) -> None:
+    for image in walkthrough.iterdir():
+        image.with_suffix(".txt").write_text("1boy, smile\n")
+    second = captioned(tmp_path / "second", {"a": "1boy, smile\n", "b": "caf\xe9\n".encode("latin-1")})
+    config = prepare_config(tmp_path, walkthrough, model)
+    config.write_text(
+        config.read_text().replace(
+            f'path = "{walkthrough.name}" }}', f'path = "{walkthrough.name}" }}, {{ path = "second" }}'
+        )
+    )
+    assert refused(tmp_path, "prepare", config) == (
+        f"{second / 'b.txt'}: not UTF-8 text (sd-scripts reads captions as UTF-8 only and stops on it); "
+        "save it as UTF-8\n"
+    )

@@ -16,33 +16,12 @@ HERE = Path(__file__).parent
 SIMPLE = os.pathsep.join(
     str(HERE / "fixtures" / "logs" / f"sd15_accelerate_console_log_simple.{s}.txt") for s in ("stdout", "stderr")
 )
+VALIDATION_LOG = HERE / "fixtures" / "logs" / "sd15_validation_split.merged.txt"
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    sd, wrapper = fake_sd.install(tmp_path)
-    fake_sd.captioned_images(tmp_path / "5_zdm", "zdm, 1boy")
-    (tmp_path / "model").mkdir()
-    (tmp_path / "lora.toml").write_text(f"""
-[model]
-family = "sd15"
-base = "model"
-[dataset]
-dirs = [{{ path = "5_zdm" }}]
-resolution = 64
-enable_bucket = false
-[optimizer]
-type = "AdamW"
-[training]
-epochs = 2
-batch_size = 1
-[save]
-output_name = "e2e_lora"
-[run]
-runs_dir = "runs"
-sd_scripts_dir = "{sd}"
-python = "{wrapper}"
-""")
+    fake_sd.write_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FAKE_SD_LOG", SIMPLE)
     return tmp_path
@@ -122,3 +101,48 @@ def test_resume_of_a_finished_run_is_refused(project: Path) -> None:
     code, _, err = invoke("train", "--resume", str(run))
     assert code == 2
     assert err.strip() == f"resume: {run} already finished all 2 epochs; start a new run to train longer"
+
+
+def test_validation_loss_in_outputs_and_the_best_epoch(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_sd.captioned_images(project / "more", "zdm, 1boy", count=2)
+    for image in (project / "more").iterdir():
+        image.rename(project / "5_zdm" / f"x{image.name}")
+    monkeypatch.setenv("FAKE_SD_LOG", str(VALIDATION_LOG))
+    code, out, err = invoke("validate", "lora.toml", "--set", "validation.split=0.34")
+    assert code == 0
+    assert "validation: 2 images held out, their loss measured after every epoch\n" in out
+    assert "warning: validation.split: 2 of 6 images are held out and only 4 are left to train on" in err
+    code, out, err = invoke("train", "lora.toml", "--set", "validation.split=0.34")
+    assert code == 0, out + err
+    assert "validation loss (epoch 1): 1.05\n" in out and "validation loss (epoch 2): 1.05\n" in out
+    (run,) = (project / "runs").iterdir()
+    code, out, err = invoke("outputs", str(run))
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "epoch 1         0.0 MiB  val 1.05    output/e2e_lora-000001.safetensors  (suggested)",
+        "epoch 2         0.0 MiB  val 1.05    output/e2e_lora.safetensors  (final)",
+        "suggested: epoch 1 (epoch 1 has the lowest validation loss (1.05) of the 2 saved epochs validated; epochs "
+        "1 and 2 tie, so the earliest is suggested); the samples have the last word",
+    ]
+    code, out, err = invoke("outputs", str(run), "--best")
+    assert code == 0
+    assert out == f"{run / 'output' / 'e2e_lora-000001.safetensors'}\n"
+    assert err == (
+        "epoch 1 has the lowest validation loss (1.05) of the 2 saved epochs validated; epochs 1 and 2 tie, so the "
+        "earliest is suggested; the samples have the last word\n"
+    )
+    page = (run / "report" / "index.html").read_text("utf-8")
+    assert "<b>Suggested epoch: 1</b>" in page and "the samples above have the last word" in page
+
+
+def test_best_of_a_run_without_validation_is_one_line(project: Path) -> None:
+    assert invoke("train", "lora.toml")[0] == 0
+    (run,) = (project / "runs").iterdir()
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    code, out, err = invoke("outputs", str(run), "--best")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"outputs: {run} has no validation loss, so there is no best epoch; train with validation.split above 0 "
+        "(e.g. 0.1) to have one, or pick an epoch by its samples\n"
+    )
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before

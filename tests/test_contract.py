@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 import tomli_w
 
-from kohya_wrap.config.models import BLOCK_LR_LEN, Config, folder_repeats_and_class
+from kohya_wrap.config.checks import BLOCK_LR_LEN
+from kohya_wrap.config.defaults import folder_repeats_and_class
+from kohya_wrap.config.models import Config
 from kohya_wrap.config.presets import load_config, templates_dir
 from kohya_wrap.data.dataset import StepPlan, plan_steps, scan
 from kohya_wrap.train.layout import RunLayout
 from kohya_wrap.train.render import Rendered, render
-from kohya_wrap.train.sd_args import SCRIPT_BY_FAMILY, check_training_args
+from kohya_wrap.train.sd_args import SCRIPT_BY_FAMILY, check_training_args, flatten_training_toml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DUMP_TOOL = REPO_ROOT / "tools" / "dump_sd_args.py"
@@ -523,7 +525,7 @@ def sd_reads(
             "script": b.script,
             "train_toml": str(b.layout.train_toml),
             "dataset_toml": str(b.layout.dataset_toml),
-            "keys": list(b.rendered.flat_training()),
+            "keys": list(flatten_training_toml(b.rendered.training)),
         }
         for b in built.values()
     ]
@@ -583,7 +585,7 @@ def test_every_preset_renders_inside_the_sd_scripts_arg_spec(built: dict[str, Bu
     b = built[preset]
     assert b.config.model.family == FAMILY_OF_PRESET[preset]
     assert b.rendered.script == SCRIPT_BY_FAMILY[FAMILY_OF_PRESET[preset]]
-    assert check_training_args(b.rendered.script, b.rendered.flat_training()) == []
+    assert check_training_args(b.rendered.script, flatten_training_toml(b.rendered.training)) == []
 
 
 @pytest.mark.parametrize("case_id", case_params("toml"))
@@ -604,8 +606,8 @@ def test_tricky_strings_reach_the_rendered_files(built: dict[str, Built]) -> Non
     b = built["sd15-every-setting"]
     assert TRICKY in b.rendered.dataset["datasets"][0]["subsets"][0]["image_dir"]
     assert TRICKY in b.rendered.dataset["datasets"][0]["subsets"][1]["class_tokens"]
-    assert TRICKY in b.rendered.flat_training()["output_dir"]
-    assert TRICKY in b.rendered.flat_training()["pretrained_model_name_or_path"]
+    assert TRICKY in flatten_training_toml(b.rendered.training)["output_dir"]
+    assert TRICKY in flatten_training_toml(b.rendered.training)["pretrained_model_name_or_path"]
     assert TRICKY_PROMPT in b.rendered.prompts[0]["prompt"]
     assert "'" in built["apostrophe-paths"].rendered.dataset["datasets"][0]["subsets"][0]["image_dir"]
 
@@ -617,7 +619,7 @@ def test_tricky_strings_reach_the_rendered_files(built: dict[str, Built]) -> Non
 @pytest.mark.parametrize("case_id", case_params("training"))
 def test_training_toml_reads_back_exactly(built: dict[str, Built], sd_reads: dict[str, Any], case_id: str) -> None:
     b = built[case_id]
-    ours = b.rendered.flat_training()
+    ours = flatten_training_toml(b.rendered.training)
     theirs = {key: untag(v) for key, v in stage_value(sd_reads[case_id], "read_args").items()}
     assert type(ours["lr_warmup_steps"]) is int and type(ours["max_train_steps"]) is int
     # The command line wins over the TOML (`--dataset_config`, parsed as a Path): the same file.
@@ -680,7 +682,7 @@ def test_dataset_group_has_our_images_captions_and_steps(
     # train_network.py: total steps = epochs × ceil(batches / processes / gradient accumulation (1)).
     assert group["batches"] == b.plan.batches_per_epoch
     steps = b.config.training.epochs * math.ceil(group["batches"] / b.config.run.num_processes)
-    assert b.rendered.flat_training()["max_train_steps"] == steps
+    assert flatten_training_toml(b.rendered.training)["max_train_steps"] == steps
 
 
 def preset_lr_weights(name: str, n: int) -> list[float]:
@@ -773,7 +775,7 @@ def test_optimizer_gets_our_arguments(built: dict[str, Built], sd_reads: dict[st
 @pytest.mark.parametrize("case_id", case_params("prompts", [c.id for c in CASES.values() if c.samples]))
 def test_sample_prompts_read_back_exactly(built: dict[str, Built], sd_reads: dict[str, Any], case_id: str) -> None:
     b = built[case_id]
-    assert b.rendered.flat_training()["sample_prompts"] == str(b.layout.prompts)
+    assert flatten_training_toml(b.rendered.training)["sample_prompts"] == str(b.layout.prompts)
     theirs = untag(stage_value(sd_reads[case_id], "load_prompts"))
     assert len(theirs) == len(b.rendered.prompts)
     problems = []

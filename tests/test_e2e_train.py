@@ -174,6 +174,10 @@ def test_sdxl_bf16_trains(tmp_path: Path, e2e_assets, e2e_sdxl_model: Path) -> N
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_trained(only_run(tmp_path), epochs=2, steps=8)
+    # The same run proves the SDXL LoRA loads where users take it: ComfyUI's key names, diffusers.
+    from test_loracheck import assert_sdxl_lora_loads
+
+    assert_sdxl_lora_loads(only_run(tmp_path) / "output" / "e2e_lora.safetensors", e2e_sdxl_model)
 
 
 def test_lora_metadata_carries_our_config_hash(tmp_path: Path, e2e_assets) -> None:  # type: ignore[no-untyped-def]

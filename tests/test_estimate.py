@@ -9,10 +9,9 @@ import pytest
 from click.testing import CliRunner
 from real_run import RealRuns, real_runs
 from sample_data import write_images, write_models
-from test_report import SAMPLE_SECONDS, STARTUP_SECONDS, STEP_SECONDS, timeline, write_run
+from synthetic_run import SAMPLE_SECONDS, STARTUP_SECONDS, STEP_SECONDS, timeline, write_run
 
 from kohya_wrap.cli import main
-from kohya_wrap.cli.review import GPU_CLASSES
 from kohya_wrap.config.models import Config
 from kohya_wrap.config.presets import load_config
 from kohya_wrap.data.dataset import StepPlan, plan_steps, scan
@@ -81,7 +80,6 @@ def test_tables_are_pinned() -> None:
     assert es.ACTIVATIONS_GB == {"sd15": (2.0, 0.6), "sdxl": (10.0, 2.0), "flux": (24.0, 2.5)}
     assert es.LORA_PARAMS_PER_RANK == {"sd15": (0.41, 0.17), "sdxl": (2.6, 0.9), "flux": (5.2, 0.17)}
     assert es.OPTIMIZER_STATE_BYTES["AdamW"] == 8 and es.OPTIMIZER_STATE_BYTES["AdamW8bit"] == 2
-    assert GPU_CLASSES == es.GPU_CLASSES  # the CLI's copy, kept so that --help need not import estimate
     doc = (Path(__file__).resolve().parent.parent / "docs" / "estimate.md").read_text("utf-8")
     for family, row in es.STEP_SECONDS.items():
         assert f"| {family} | " + " | ".join(f"{row[c]:g}" for c in es.GPU_CLASSES) + " |" in doc
@@ -218,7 +216,7 @@ def test_cpu_training_has_no_vram_verdict(make) -> None:  # type: ignore[no-unty
 def test_step_time_scaling_rules(make) -> None:  # type: ignore[no-untyped-def]
     def step(*overrides: str, gpu_class: es.GpuClass = "24gb") -> float:
         cfg, _ = make("sd15-character", "training.batch_size=1", *overrides)
-        return es.table_step_seconds(es._knobs(cfg), gpu_class)
+        return es.table_step_seconds(es.knobs(cfg), gpu_class)
 
     base = step()
     assert base == 0.25
@@ -344,9 +342,8 @@ def test_estimate_command_for_a_named_gpu(make, tmp_path: Path) -> None:  # type
     assert result.stderr.startswith("warning: vram: ≈ 12.6 GB needed but 12.0 GB free")
 
 
-def test_train_warns_before_launch(make, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    from kohya_wrap.cli.run import _print_plan
-    from kohya_wrap.config.presets import LoadedConfig
+def test_train_warns_before_launch(make, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from kohya_wrap.commands.review import plan_estimate
 
     cfg, plan = make("sdxl-pony-character")
     asked: list[int] = []
@@ -356,14 +353,11 @@ def test_train_warns_before_launch(make, monkeypatch: pytest.MonkeyPatch, capsys
         return es.Hardware("12gb", "NVIDIA GeForce RTX 3060", 11.5, 12.0)
 
     monkeypatch.setattr(es, "query_nvidia_smi", smi)
-    loaded = LoadedConfig(cfg, None, {})
-    _print_plan(loaded, plan)  # validate: never asks the GPU
+    assert es.warnings(plan_estimate(cfg, plan)) == []  # validate: never asks the GPU
     assert asked == []
-    capsys.readouterr()
-    _print_plan(loaded, plan, read_gpu=True, quiet=True)  # train --json: only the warning, on stderr
-    out, err = capsys.readouterr()
-    assert asked == [0] and out == ""
-    assert err.startswith("warning: vram: ≈ 12.6 GB needed but 11.5 GB free")
+    warned = es.warnings(plan_estimate(cfg, plan, read_gpu=True))  # train: asks the first GPU
+    assert asked == [0]
+    assert warned[0].startswith("vram: ≈ 12.6 GB needed but 11.5 GB free")
 
 
 def test_estimate_command_probes_only_when_asked(make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

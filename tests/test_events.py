@@ -21,6 +21,7 @@ from kohya_wrap.train.events import (
     SampleSaved,
     StateSaved,
     Step,
+    Validation,
     Warning,
     from_json,
     from_json_timed,
@@ -38,6 +39,8 @@ ONE_OF_EACH: list[Event] = [
     Step(step=1, total=8, loss=None, rate=None, eta_s=None, elapsed_s=0.0),
     EpochStarted(epoch=1, total=2),
     EpochFinished(epoch=1, total=2),
+    Validation(epoch=1, step=4, loss=1.05),
+    Validation(epoch=3, step=None, loss=0.0912),
     CheckpointSaved(path="/out/e2e_lora-000001.safetensors", epoch=1, step=4, final=False),
     CheckpointSaved(path="/out/e2e_lora.safetensors", epoch=2, step=8, final=True),
     SampleSaved(path=None, epoch=1, step=4, index=0),
@@ -68,14 +71,23 @@ def test_round_trip(event: Event) -> None:
 
 def test_exact_lines() -> None:
     assert to_json(Step(step=2, total=8, loss=1.14, rate=0.75, eta_s=8.0, elapsed_s=2.0), t=12.5) == (
-        '{"v":1,"kind":"step","t":12.5,"step":2,"total":8,"loss":1.14,"rate":0.75,"eta_s":8.0,"elapsed_s":2.0}'
+        '{"v":2,"kind":"step","t":12.5,"step":2,"total":8,"loss":1.14,"rate":0.75,"eta_s":8.0,"elapsed_s":2.0}'
     )
-    assert to_json(Warning(message="画像")) == '{"v":1,"kind":"warning","message":"画像"}'
+    assert to_json(Warning(message="画像")) == '{"v":2,"kind":"warning","message":"画像"}'
     # "kind" names the event, so the error's own kind has another key.
     assert to_json(Error(kind="oom", message="m", hint="h")) == (
-        '{"v":1,"kind":"error","error_kind":"oom","message":"m","hint":"h"}'
+        '{"v":2,"kind":"error","error_kind":"oom","message":"m","hint":"h"}'
     )
-    assert SCHEMA_VERSION == 1
+    assert to_json(Validation(epoch=2, step=8, loss=1.05)) == (
+        '{"v":2,"kind":"validation","epoch":2,"step":8,"loss":1.05}'
+    )
+    assert SCHEMA_VERSION == 2
+
+
+def test_version_1_lines_still_read() -> None:
+    # Run folders written before the validation event keep their events.
+    line = '{"v":1,"kind":"epoch_started","t":3.5,"epoch":1,"total":2}'
+    assert from_json_timed(line) == (EpochStarted(epoch=1, total=2), 3.5)
 
 
 def test_every_event_kind_has_a_name() -> None:
@@ -86,6 +98,7 @@ def test_every_event_kind_has_a_name() -> None:
         "step",
         "epoch_started",
         "epoch_finished",
+        "validation",
         "checkpoint_saved",
         "sample_saved",
         "state_saved",
@@ -103,13 +116,20 @@ def test_non_finite_floats_stay_strict_json(value: float, text: str) -> None:
     event = from_json(line)
     assert isinstance(event, Step) and event.loss is not None
     assert math.isnan(event.loss) if math.isnan(value) else event.loss == value
+    line = to_json(Validation(epoch=1, step=4, loss=value))
+    strict_json(line)
+    validation = from_json(line)
+    assert isinstance(validation, Validation)
+    assert math.isnan(validation.loss) if math.isnan(value) else validation.loss == value
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"v":2,"kind":"warning","message":"x"}', "not a version-1 event line"),
-        ('["v",1]', "not a version-1 event line"),
+        ('{"v":3,"kind":"warning","message":"x"}', "not a version-2 event line"),
+        ('{"v":true,"kind":"warning","message":"x"}', "not a version-2 event line"),
+        ('["v",1]', "not a version-2 event line"),
+        ('{"v":1,"kind":"validation","epoch":1,"step":4,"loss":1.0}', "unknown event kind 'validation'"),
         ('{"v":1,"kind":"note","message":"x"}', "unknown event kind 'note'"),
         ('{"v":1,"message":"x"}', "unknown event kind None"),
         ('{"v":1,"kind":"epoch_started","epoch":1}', "epoch_started event without 'total'"),
@@ -132,7 +152,11 @@ def read(path: Path) -> str:
 
 @pytest.mark.parametrize(
     "log",
-    sorted(LOGS.rglob("*.stderr.txt")) + [LOGS / "sd15_accelerate_tty.typescript.txt"],
+    [
+        *sorted(LOGS.rglob("*.stderr.txt")),
+        *sorted(LOGS.glob("*.merged.txt")),
+        LOGS / "sd15_accelerate_tty.typescript.txt",
+    ],
     ids=lambda p: p.name,
 )
 def test_every_parsed_event_survives_a_round_trip(log: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kohya_wrap.files import write_atomic, write_bytes_atomic, write_new_file
+from kohya_wrap.files import write_atomic, write_bytes_atomic, write_new_file, write_new_folder
 
 
 def mode(path: Path) -> int:
@@ -42,3 +42,20 @@ def test_write_new_file_never_replaces(tmp_path: Path) -> None:
         write_new_file(path, "theirs")
     assert path.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["caption.txt"]
+
+
+def test_write_new_folder_is_whole_or_absent_and_never_replaces(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_new_folder(tmp_path / "runs" / "a", {"x.txt": b"1", "y.json": b"{}"})
+    finally:
+        os.umask(old)
+    folder = tmp_path / "runs" / "a"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {"x.txt": b"1", "y.json": b"{}"}
+    assert mode(folder) == 0o755  # not mkdtemp's private 0o700
+    with pytest.raises(FileExistsError):
+        write_new_folder(folder, {"z.txt": b"2"})
+    assert sorted(p.name for p in folder.iterdir()) == ["x.txt", "y.json"]
+    with pytest.raises(NotADirectoryError):  # "sub" is a file, so nothing can go inside it
+        write_new_folder(tmp_path / "runs" / "b", {"sub": b"", "sub/inner": b""})
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["a"]  # no half-written folder left

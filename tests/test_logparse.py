@@ -23,6 +23,7 @@ from kohya_wrap.train.events import (
     SampleSaved,
     StateSaved,
     Step,
+    Validation,
     Warning,
     to_json,
 )
@@ -112,6 +113,7 @@ class Case:
     run_finished: RunFinished
     errors: list[Error] = field(default_factory=list)
     warnings: list[Warning] = field(default_factory=list)
+    validations: list[Validation] = field(default_factory=list)
 
 
 def plan(total: int, epochs: int) -> RunStarted:
@@ -148,6 +150,10 @@ COMPLETED = RunFinished(exit_code=0, success=True, reason="completed")
 
 def sampling(*steps: int) -> list[Phase]:
     return [Phase(name="sampling", detail=f"step {step}") for step in steps]
+
+
+def validating(epoch: int) -> Phase:
+    return Phase(name="validating", detail=f"epoch {epoch}")
 
 
 def two_epochs(name: str, out: str, lora: str, phases: list[Phase], steps: int = 16) -> Case:
@@ -206,6 +212,21 @@ SUCCESSES = [
             CACHING,
             *sampling(4, 8),
         ],
+    ),
+    # 6 images, validation_split 0.34: 4 train, 2 are held out and validated at the end of each epoch.
+    Case(
+        "sd15_validation_split.merged.txt",
+        0,
+        plan(8, 2),
+        16,
+        (8, 8),
+        [1, 2],
+        [1, 2],
+        *trained("/srv/e2e/runs/e2e_lora-20261129-180957/output", "e2e_lora", 2),
+        samples((4, 1), (8, 2), prompts=1),
+        [SD15, CACHING, NETWORK, validating(1), *sampling(4), validating(2), *sampling(8)],
+        COMPLETED,
+        validations=[Validation(epoch=1, step=4, loss=1.05), Validation(epoch=2, step=8, loss=1.05)],
     ),
 ]
 
@@ -381,9 +402,9 @@ def test_fixture_events(case: Case) -> None:
     assert of(events, Phase) == case.phases
     assert of(events, Error) == case.errors
     assert of(events, Warning) == case.warnings
+    assert of(events, Validation) == case.validations
     assert events[-1] == case.run_finished
     assert of(events, RunFinished) == [case.run_finished]
-    assert parser.nan_detected == (case.name == "failures/nan_loss")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -479,6 +500,68 @@ def test_other_bars_are_not_steps() -> None:
     )
     assert parser.feed(text) == []
     assert parser.last_relevant_lines() == []
+
+
+def validation_bar(n: int, total: int, loss: str | None) -> str:
+    """A redraw of sd-scripts' epoch validation bar, with the mean so far when one is set."""
+    postfix = "" if loss is None else f", val_epoch_avg_loss={loss}, timestep=800"
+    bar = f"{'#' * n:<{total}}"
+    return f"epoch validation steps: {100 * n // total:3d}%|{bar}| {n}/{total} [00:0{n}<00:01,  1.50it/s{postfix}]"
+
+
+def validation_pass(*losses: str) -> str:
+    """Redraws of a whole validation pass as tqdm makes them: after each update, then after the new mean."""
+    total = len(losses)
+    redraws = [validation_bar(0, total, None)]
+    previous: str | None = None
+    for n, loss in enumerate(losses, start=1):
+        redraws += [validation_bar(n, total, previous), validation_bar(n, total, loss)]
+        previous = loss
+    return "".join(f"\r{redraw}" for redraw in redraws)
+
+
+def test_the_validation_mean_is_the_last_redraw_of_the_pass() -> None:
+    parser = LogParser()
+    passed = validation_pass("0.978", "0.996", "1.04", "1.07")
+    events = parser.feed(f"epoch 1/2\n\r{BAR_1}{passed}\nsaving checkpoint: /o/x-000001.safetensors\n")
+    kinds = ["EpochStarted", "Step", "Phase", "Validation", "CheckpointSaved"]
+    assert [type(event).__name__ for event in events] == kinds
+    assert events[2] == Phase(name="validating", detail="epoch 1")
+    assert events[3] == Validation(epoch=1, step=1, loss=1.07)
+
+
+def test_a_closed_validation_bar_drawn_again_is_no_new_pass() -> None:
+    # sd-scripts leaves each validation bar open; tqdm draws it once more, full, when it is replaced by
+    # the next epoch's bar (right after that one's first redraw) and when training ends.
+    first = validation_pass("1.2", "1.1")
+    closed = f"\r{validation_bar(2, 2, '1.1')}"
+    parser = LogParser()
+    started = f"\r{validation_bar(0, 2, None)}"
+    events = parser.feed(f"epoch 1/2\n\r{BAR_1}{first}\nepoch 2/2\n\r{BAR_2}{started}{closed}")
+    assert of(events, Validation) == [Validation(epoch=1, step=1, loss=1.1)]
+    # Killed before epoch 2's pass got anywhere: only the redrawn epoch-1 bar was seen in epoch 2.
+    assert of(parser.finish(-2), Validation) == []
+
+    parser = LogParser()
+    second = validation_pass("1.0", "0.9")
+    text = f"epoch 1/1\n\r{BAR_2}{second}\nsaving checkpoint: /o/x.safetensors\nmodel saved.\n{closed}\n"
+    assert of(parser.feed(text) + parser.finish(0), Validation) == [Validation(epoch=1, step=2, loss=0.9)]
+
+
+def test_an_unfinished_validation_pass_is_not_reported() -> None:
+    parser = LogParser()
+    text = f"epoch 1/2\n\r{BAR_1}\r{validation_bar(0, 4, None)}\r{validation_bar(1, 4, '1.3')}"
+    assert of(parser.feed(text) + parser.finish(-2), Validation) == []
+
+
+def test_a_nan_validation_mean_is_reported_as_nan_without_an_error() -> None:
+    parser = LogParser()
+    text = f"epoch 1/1\n\r{BAR_1}{validation_pass('nan', 'nan')}\nsaving checkpoint: /o/x.safetensors\nmodel saved.\n"
+    events = parser.feed(text) + parser.finish(0)
+    (validation,) = of(events, Validation)
+    assert (validation.epoch, validation.step, math.isnan(validation.loss)) == (1, 1, True)
+    assert of(events, Error) == []
+    assert events[-1] == COMPLETED
 
 
 def test_a_wrapped_record_comes_out_whole() -> None:
@@ -738,5 +821,19 @@ def test_an_error_before_an_interrupt_is_the_reason() -> None:
     # The runner stops the child on a NaN loss; the NaN, not the stop, is why the run failed.
     parser = LogParser()
     parser.feed(f"\r{BAR_1.replace('avr_loss=1.16', 'avr_loss=nan')}\n")
-    assert parser.nan_detected
     assert parser.finish(-2)[-1] == RunFinished(exit_code=-2, success=False, reason="nan")
+
+
+def test_mixed_precision_on_a_cpu_is_explained_with_the_fix() -> None:
+    # What sd-scripts' SD1.5 text encoder raises in layer_norm with bf16 on a CPU (torch 2.x).
+    exception = "RuntimeError: mixed dtype (CPU): expect parameter to have scalar type of Float"
+    parser = LogParser()
+    assert parser.feed(traceback(exception)) + parser.finish(1) == [
+        Error(
+            kind="config",
+            message=exception,
+            hint='Mixed precision does not run on a CPU: set training.mixed_precision = "no" (full precision), '
+            "or train on a CUDA GPU.",
+        ),
+        RunFinished(exit_code=1, success=False, reason="config"),
+    ]

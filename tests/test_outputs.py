@@ -1,15 +1,26 @@
-"""Finding a run's LoRA files, samples and metadata."""
+"""Finding a run's LoRA files, samples, metadata, validation losses and the best epoch."""
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
 import pytest
 
-from kohya_wrap.review.outputs import MetadataError, collect, read_metadata, samples_by_epoch, state_dirs
+from kohya_wrap.review.outputs import (
+    BestEpoch,
+    MetadataError,
+    best_epoch,
+    collect,
+    read_metadata,
+    samples_by_epoch,
+    validation_losses,
+)
+from kohya_wrap.train.events import EpochStarted, Validation, to_json
 from kohya_wrap.train.layout import RunLayout
+from kohya_wrap.train.runs import RunRecord
 
 
 def write_safetensors(path: Path, metadata: dict[str, str]) -> None:
@@ -58,10 +69,6 @@ def test_samples_by_epoch_ignores_step_samples_and_other_names(layout: RunLayout
     assert samples_by_epoch(layout, "nothing") == {}
 
 
-def test_state_dirs(layout: RunLayout) -> None:
-    assert [p.name for p in state_dirs(layout, "zdm")] == ["zdm-000002-state", "zdm-state"]
-
-
 def test_read_metadata(layout: RunLayout) -> None:
     assert read_metadata(layout.output_dir / "zdm.safetensors") == {"ss_output_name": "zdm.safetensors"}
 
@@ -83,3 +90,73 @@ def test_read_metadata_rejects_other_files(tmp_path: Path, content: bytes, messa
 
 def test_collect_without_output(tmp_path: Path) -> None:
     assert collect(RunLayout(tmp_path), "zdm", 2) == []
+
+
+def validated_run(tmp_path: Path, saved: list[int], losses: list[tuple[int, float]], epochs: int = 4) -> RunLayout:
+    """A run folder of `epochs` epochs whose LoRA files are `saved` and whose events hold `losses`."""
+    layout = RunLayout(tmp_path / "run")
+    layout.output_dir.mkdir(parents=True)
+    record = RunRecord(
+        status="finished",
+        name="zdm",
+        family="sd15",
+        script="train_network.py",
+        config_hash="0" * 16,
+        total_steps=epochs * 10,
+        epochs=epochs,
+        created="2026-01-01T00:00:00+00:00",
+    )
+    layout.run_json.write_text(record.to_json(), "utf-8")
+    for epoch in saved:
+        name = "zdm.safetensors" if epoch == epochs else f"zdm-{epoch:06d}.safetensors"
+        write_safetensors(layout.output_dir / name, {})
+    lines = [to_json(EpochStarted(epoch=1, total=epochs), t=1.0)]
+    lines += [to_json(Validation(epoch=e, step=e * 10, loss=v), t=float(e)) for e, v in losses]
+    layout.events.write_text("\n".join(lines) + "\n", "utf-8")
+    return layout
+
+
+def test_best_epoch_is_the_lowest_validation_loss(tmp_path: Path) -> None:
+    layout = validated_run(tmp_path, [1, 2, 3, 4], [(1, 0.2), (2, 0.15), (3, 0.151), (4, 0.16)])
+    assert best_epoch(layout) == BestEpoch(
+        epoch=2,
+        validation_loss=0.15,
+        lora=layout.output_dir / "zdm-000002.safetensors",
+        reason="epoch 2 has the lowest validation loss (0.15) of the 4 saved epochs validated",
+    )
+    assert [v.loss for v in validation_losses(layout).values()] == [0.2, 0.15, 0.151, 0.16]
+
+
+def test_best_epoch_needs_a_saved_lora_and_a_finite_loss(tmp_path: Path) -> None:
+    layout = validated_run(tmp_path, [2, 4], [(1, 0.1), (2, 0.3), (3, math.nan), (4, 0.2)])
+    best = best_epoch(layout)
+    assert best is not None and (best.epoch, best.lora.name) == (4, "zdm.safetensors")
+    assert best.reason == (
+        "epoch 4 has the lowest validation loss (0.2) of the 2 saved epochs validated; epoch 1 scored lower (0.1) "
+        "but its LoRA was not saved"
+    )
+
+
+def test_best_epoch_ties_go_to_the_earliest_and_one_epoch_is_said_so(tmp_path: Path) -> None:
+    layout = validated_run(tmp_path, [1, 2, 3, 4], [(1, 0.3), (2, 0.25), (3, 0.25), (4, 0.25)])
+    best = best_epoch(layout)
+    assert best is not None and best.epoch == 2
+    assert best.reason.endswith("; epochs 2, 3 and 4 tie, so the earliest is suggested")
+    single = validated_run(tmp_path / "one", [4], [(2, 0.1), (4, 0.3)])
+    best = best_epoch(single)
+    assert best is not None and best.reason == (
+        "epoch 4 is the only saved epoch with a validation loss (0.3); epoch 2 scored lower (0.1) but its LoRA was "
+        "not saved"
+    )
+
+
+def test_a_repeated_epoch_counts_with_its_newest_pass(tmp_path: Path) -> None:
+    # A resumed run validates again the epoch whose LoRA the interruption kept it from saving.
+    layout = validated_run(tmp_path, [1, 2], [(1, 0.3), (2, 0.1), (2, 0.4)], epochs=2)
+    best = best_epoch(layout)
+    assert best is not None and (best.epoch, best.validation_loss) == (1, 0.3)
+
+
+def test_no_validation_no_best_epoch(tmp_path: Path) -> None:
+    assert best_epoch(validated_run(tmp_path, [1, 2, 3, 4], [])) is None
+    assert best_epoch(validated_run(tmp_path / "nan", [1, 4], [(1, math.nan)])) is None

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from kohya_wrap.config.checks import advice
 from kohya_wrap.config.models import Config
 from kohya_wrap.config.presets import (
     apply_overrides,
@@ -71,7 +72,7 @@ def test_every_preset_validates_and_every_value_it_sets_is_kept(template: Path, 
     assert loaded.config.preset == template.stem
     for key, value in flatten(tomllib.loads(template.read_text("utf-8"))).items():
         assert held(loaded.config, key) == value, key
-    assert loaded.config.warnings() == []
+    assert advice(loaded.config) == []
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=[p.stem for p in TEMPLATES])

@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 from real_run import RealRuns, real_runs
-from test_report import grid_geometry, pixel, write_run
+from synthetic_run import grid_geometry, pixel, write_run
 
 from kohya_wrap.cli import main
 from kohya_wrap.config.presets import validate
 from kohya_wrap.errors import ConfigError, SdScriptsError
-from kohya_wrap.review.preview import plan_preview, run_preview
+from kohya_wrap.review.preview import PreviewOptions, plan_preview, run_preview
 from kohya_wrap.train.layout import RunLayout
 from kohya_wrap.train.runs import read_record
 
@@ -74,7 +74,7 @@ def run(tmp_path: Path) -> RunLayout:
 def test_plan_is_one_gen_img_call_with_every_epoch_loaded_once(run: RunLayout, tmp_path: Path) -> None:
 
     cfg = validate(tomllib.loads(run.config.read_text("utf-8")))
-    plan = plan_preview(cfg, run, read_record(run), tmp_path / "out", [1, 3], [0.7, 1.0])
+    plan = plan_preview(cfg, run, read_record(run), tmp_path / "out", PreviewOptions([1, 3], [0.7, 1.0]))
     output = run.output_dir
     assert plan.launch.argv == (
         sys.executable,
@@ -121,7 +121,7 @@ def test_plan_is_one_gen_img_call_with_every_epoch_loaded_once(run: RunLayout, t
 
 def test_preview_grid_rows_are_epochs_and_columns_weights(run: RunLayout) -> None:
     notes: list[str] = []
-    png = run_preview(run.root, [2, 3], [0.5, 1.0], note=notes.append)
+    png = run_preview(run.root, PreviewOptions([2, 3], [0.5, 1.0]), note=notes.append)
     assert png == run.report_dir / "preview.png"
     assert notes == [
         f"preview: rendering 4 images (epochs 2, 3 × weights 0.5, 1) with gen_img.py; output in "
@@ -151,7 +151,7 @@ def test_preview_grid_rows_are_epochs_and_columns_weights(run: RunLayout) -> Non
 
 
 def test_several_prompts_get_a_row_each(run: RunLayout) -> None:
-    png = run_preview(run.root, [3], [1.0], texts=["zdm, smiling", "zdm, running"], steps=8, seed=7)
+    png = run_preview(run.root, PreviewOptions([3], [1.0], texts=["zdm, smiling", "zdm, running"], steps=8, seed=7))
     image = Image.open(png)
     header, label = grid_geometry(image, 2, 1)
     assert header > 0 and label > 0
@@ -164,7 +164,7 @@ def test_several_prompts_get_a_row_each(run: RunLayout) -> None:
 
 def test_default_epochs_are_the_last_three_saved(run: RunLayout) -> None:
     (run.output_dir / "zdm-000004.safetensors").write_bytes(b"")
-    run_preview(run.root, weights=[1.0])
+    run_preview(run.root, PreviewOptions(weights=[1.0]))
     assert json.loads((run.report_dir / "preview.json").read_text("utf-8"))["epochs"] == [2, 3, 4]
 
 
@@ -181,7 +181,7 @@ def test_default_epochs_are_the_last_three_saved(run: RunLayout) -> None:
 )
 def test_bad_choices_are_one_line(run: RunLayout, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        run_preview(run.root, **kwargs)  # type: ignore[arg-type]
+        run_preview(run.root, PreviewOptions(**kwargs))  # type: ignore[arg-type]
     assert caught.value.lines == (message,)
     assert not any(p.name.startswith(".preview-") for p in run.report_dir.iterdir())
 
@@ -193,11 +193,11 @@ def test_flux_is_refused(run: RunLayout, tmp_path: Path) -> None:
 
 
 def test_a_failed_generation_keeps_the_previous_preview(run: RunLayout, monkeypatch: pytest.MonkeyPatch) -> None:
-    run_preview(run.root, [3], [1.0])
+    run_preview(run.root, PreviewOptions([3], [1.0]))
     before = (run.report_dir / "preview.png").read_bytes()
     monkeypatch.setenv("FAKE_GEN_IMG_FAIL", "1")
     with pytest.raises(SdScriptsError) as caught:
-        run_preview(run.root, [1, 2], [0.5])
+        run_preview(run.root, PreviewOptions([1, 2], [0.5]))
     assert caught.value.lines[0] == (
         f"preview: gen_img.py exited with 1 and wrote 0 of 2 images; last lines of {run.report_dir / 'preview.log'}:"
     )
@@ -235,7 +235,7 @@ def real(tmp_path_factory: pytest.TempPathFactory, e2e_assets: object) -> RealRu
 
 @pytest.mark.sd_scripts
 def test_real_preview_with_gen_img(real: RealRuns) -> None:
-    png = run_preview(real.run, [1, 2], [0.5, 1.0], steps=2)
+    png = run_preview(real.run, PreviewOptions([1, 2], [0.5, 1.0], steps=2))
     image = Image.open(png)
     header, label = grid_geometry(image, 2, 2)
     assert 0 < header < 60 and 0 < label < 150

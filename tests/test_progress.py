@@ -40,6 +40,8 @@ def test_describe_lines() -> None:
         "error (oom): CUDA out of memory\n  fix: lower the batch"
     )
     assert describe(RUN[3]) is None
+    assert describe(ev.Validation(epoch=3, step=30, loss=0.09124)) == "validation loss (epoch 3): 0.0912"
+    assert describe(ev.Phase(name="validating", detail="epoch 3")) == "validating on the held-out images: epoch 3"
 
 
 def test_plain_view_prints_events_and_throttles_steps() -> None:
@@ -98,3 +100,20 @@ def test_rich_view_bar_and_lines_above_it() -> None:
 def test_make_view_picks_by_stream() -> None:
     assert isinstance(make_view(out=io.StringIO()), PlainView)
     assert isinstance(make_view(json_lines=True, out=io.StringIO()), JsonView)
+
+
+def test_rich_view_shows_the_phase_without_a_count_until_steps_are_known() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160, color_system=None)
+    view = RichView(console)
+    view.event(ev.Phase(name="caching_latents", detail=""))
+    waiting = view.progress.tasks[0]
+    columns = [str(column.render(waiting)) for column in view.progress.columns]
+    assert "caching latents" in columns
+    assert not any("None" in text or "0/" in text or "loss" in text or "ETA" in text for text in columns)
+    assert columns[0].strip() != ""  # the spinner
+    view.event(RUN[1])
+    counting = [str(column.render(view.progress.tasks[0])) for column in view.progress.columns]
+    assert "0/20" in counting and "loss -" in counting and counting[0] == ""
+    view.close()
+    assert "None" not in out.getvalue()

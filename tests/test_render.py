@@ -29,7 +29,7 @@ PRESETS = sorted(p.stem for p in templates_dir().glob("*.toml"))
 NASTY = 'it\'s "quoted" \\back\\slash\\ ]x[ #hash, =eq {b} 日本語 \\u0041 end\\'
 
 
-def plan_of(total_steps: int = 100, processes: int = 1) -> StepPlan:
+def plan_of(total_steps: int = 100, processes: int = 1, validation_images: int = 0) -> StepPlan:
     return StepPlan(
         images=10,
         images_with_repeats=total_steps,
@@ -40,6 +40,7 @@ def plan_of(total_steps: int = 100, processes: int = 1) -> StepPlan:
         num_processes=processes,
         total_steps=total_steps,
         buckets=(((512, 512), total_steps),),
+        validation_images=validation_images,
     )
 
 
@@ -482,6 +483,34 @@ def test_extra_args_are_checked_and_written_last() -> None:
     )
 
 
+def test_validation_goes_to_the_dataset_and_the_training_file() -> None:
+    cfg = make_config(validation__split=0.25, validation__every_n_epochs=2, validation__max_batches=3, training__seed=7)
+    out = rendered(cfg, plan_of(validation_images=3))
+    dataset = read_back(out.files(RunLayout(Path("/r")))["dataset.toml"])["datasets"][0]
+    assert (dataset["validation_split"], dataset["validation_seed"]) == (0.25, 7)
+    args = train_args(out)
+    assert (args["validate_every_n_epochs"], args["max_validation_steps"]) == (2, 3)
+    assert sd_args.check_training_args("train_network.py", args) == []
+    # The seed is written even when only the training seed gives it: sd-scripts would otherwise cut the
+    # training and validation images from two different shuffles.
+    split = make_config(validation__split=0.25)
+    default_seed = rendered(split, plan_of(validation_images=3)).files(RunLayout(Path("/r")))["dataset.toml"]
+    assert read_back(default_seed)["datasets"][0]["validation_seed"] == 42
+
+
+def test_validation_off_writes_nothing_and_cannot_be_passed_around() -> None:
+    for out in (rendered(make_config()), rendered(make_config(validation__split=0.25), plan_of(validation_images=0))):
+        # Off, or on for a dataset that holds out no image worth measuring (scan says so).
+        assert "valid" not in "".join(out.files(RunLayout(Path("/r"))).values())
+    with pytest.raises(ConfigError) as caught:
+        extra = {"validation_split": 0.2, "validate_every_n_epochs": 1, "resolution": "64"}
+        rendered(make_config(run__extra_args=extra))
+    assert caught.value.lines == tuple(
+        f"run.extra_args.{key}: kohya_wrap already sets this from the config; use the matching config key instead"
+        for key in ("validation_split", "validate_every_n_epochs", "resolution")
+    )
+
+
 # ---- TOML that sd-scripts' reader reads back exactly ---------------------------------------------
 
 
@@ -763,7 +792,7 @@ def test_sd_scripts_reads_our_files_and_counts_our_steps(sd_scripts_dir: Path, t
         for name, text in out.files(layout).items():
             (layout.root / name).write_text(text, encoding="utf-8")
         tomls.append(str(layout.train_toml))
-        flat = out.flat_training()
+        flat = sd_args.flatten_training_toml(out.training)
         expected.append(
             {
                 "batches": plan.batches_per_epoch,

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from browser import loaded_images
 from click.testing import CliRunner
 from PIL import Image
 from real_run import RealRuns, real_runs
+from synthetic_run import (
+    PROMPTS,
+    SAMPLE_SECONDS,
+    START,
+    STARTUP_SECONDS,
+    STEP_SECONDS,
+    colour,
+    grid_geometry,
+    pixel,
+    timeline,
+    write_run,
+)
 
 from kohya_wrap.cli import main
 from kohya_wrap.review.estimate import run_timings
 from kohya_wrap.review.report import (
-    CELL,
-    PAD,
     LossSeries,
     loss_series,
     render_sample_grid,
@@ -30,137 +37,11 @@ from kohya_wrap.review.report import (
 )
 from kohya_wrap.train import events as ev
 from kohya_wrap.train.layout import RunLayout
-from kohya_wrap.train.runs import RunRecord
-
-PROMPTS = ("zdm, 1boy, a red square", "zdm, 1boy, a blue circle on a very long prompt " + "with words " * 12)
-START = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
-STEP_SECONDS, SAMPLE_SECONDS, STARTUP_SECONDS = 2.0, 3.0, 22.0
-
-# ---- a synthetic run folder -----------------------------------------------------------------------
-
-
-def colour(epoch: int, prompt: int) -> tuple[int, int, int]:
-    return (40 * epoch % 256, 90 + 80 * prompt, 200)
-
-
-def timeline(
-    epochs: int,
-    steps_per_epoch: int,
-    prompts: int,
-    stop_after_step: int | None = None,
-    error: ev.Error | None = None,
-) -> list[tuple[ev.Event, float]]:
-    """Events as a real run emits them, with times: start-up, steps, a checkpoint and samples per epoch."""
-    t = START.timestamp() + 5.0  # the child's imports before its first event
-    out: list[tuple[ev.Event, float]] = []
-
-    def emit(event: ev.Event, seconds: float = 0.0) -> None:
-        nonlocal t
-        out.append((event, t))
-        t += seconds
-
-    emit(ev.Phase("loading_model", "model"), 15.0)
-    emit(ev.Phase("caching_latents", ""), 2.0)
-    total = epochs * steps_per_epoch
-    emit(ev.RunStarted("train_network.py", total, epochs, steps_per_epoch, 4))
-    step = 0
-    for epoch in range(1, epochs + 1):
-        emit(ev.EpochStarted(epoch, epochs), STEP_SECONDS)
-        for _ in range(steps_per_epoch):
-            step += 1
-            loss = 1.0 / step
-            emit(ev.Step(step, total, None if step == 1 else 1.0 / (step - 1), 0.5, 1.0, step * STEP_SECONDS))
-            emit(
-                ev.Step(step, total, loss, 0.5, 1.0, step * STEP_SECONDS),
-                STEP_SECONDS if step % steps_per_epoch else 0,
-            )
-            if step == stop_after_step:
-                if error is not None:
-                    emit(error)
-                emit(ev.RunFinished(1 if error else 130, False, error.kind if error else "interrupted"))
-                return out
-        emit(ev.CheckpointSaved(f"zdm-{epoch:06d}.safetensors", epoch, step, epoch == epochs), 1.0)
-        emit(ev.Phase("sampling", f"step {step}"), SAMPLE_SECONDS)
-        for index in range(prompts):
-            emit(ev.SampleSaved(None, epoch, step, index), SAMPLE_SECONDS if index + 1 < prompts else 0.0)
-        emit(ev.EpochFinished(epoch, epochs))
-    emit(ev.RunFinished(0, True, "completed"))
-    return out
-
-
-def write_run(
-    root: Path,
-    status: str = "finished",
-    epochs: int = 3,
-    steps_per_epoch: int = 4,
-    sample_epochs: Sequence[int] = (1, 2, 3),
-    missing: Sequence[tuple[int, int]] = (),
-    events: list[tuple[ev.Event, float]] | None = None,
-    loras: Sequence[int] | None = None,
-) -> RunLayout:
-    """A run folder as kohya_wrap leaves it, with small coloured PNGs as samples."""
-    layout = RunLayout(root)
-    layout.samples_dir.mkdir(parents=True)
-    timed = events if events is not None else timeline(epochs, steps_per_epoch, len(PROMPTS))
-    ended = dt.datetime.fromtimestamp(timed[-1][1] + 1, dt.UTC) if timed else None
-    record = RunRecord(
-        status=status,
-        name="zdm",
-        family="sd15",
-        script="train_network.py",  # type: ignore[arg-type]
-        config_hash="0123456789abcdef",
-        total_steps=epochs * steps_per_epoch,
-        epochs=epochs,
-        created=START.isoformat(),
-        started=START.isoformat(),
-        ended=ended.isoformat() if ended and status != "running" else None,
-        exit_code={"finished": 0, "failed": 1, "interrupted": 130}.get(status),
-        attempts=1,
-    )
-    layout.run_json.write_text(record.to_json(), encoding="utf-8")
-    layout.config.write_text(
-        '[model]\nfamily = "sd15"\nbase = "model.safetensors"\n[dataset]\nresolution = 512\n'
-        '[training]\nbatch_size = 2\nmixed_precision = "fp16"\ngradient_checkpointing = false\n'
-        '[save]\noutput_name = "zdm"\n',
-        encoding="utf-8",
-    )
-    entries = [
-        {"prompt": p, "width": 64, "height": 48, "sample_steps": 20, "seed": 1 + i, "scale": 7.0}
-        for i, p in enumerate(PROMPTS)
-    ]
-    layout.prompts.write_text(json.dumps(entries), encoding="utf-8")
-    for epoch in sample_epochs:
-        for index in range(len(PROMPTS)):
-            if (epoch, index) in missing:
-                continue
-            name = f"zdm_e{epoch:06d}_{index:02d}_2026010112{epoch:02d}00_{index + 1}.png"
-            Image.new("RGB", (64, 48), colour(epoch, index)).save(layout.samples_dir / name)
-    for epoch in loras if loras is not None else range(1, epochs + 1):
-        name = "zdm.safetensors" if epoch == epochs and status == "finished" else f"zdm-{epoch:06d}.safetensors"
-        (layout.output_dir / name).write_bytes(b"\0" * 1024 * epoch)
-    layout.events.write_text("".join(ev.to_json(e, t) + "\n" for e, t in timed), encoding="utf-8")
-    return layout
 
 
 @pytest.fixture
 def run(tmp_path: Path) -> RunLayout:
     return write_run(tmp_path / "zdm-20260101-120000")
-
-
-def pixel(image: Image.Image, row: int, column: int, header: int, label: int) -> tuple[int, int, int]:
-    """The colour at the centre of a grid cell."""
-    x = label + column * (CELL + PAD) + CELL // 2
-    y = header + row * (CELL + PAD) + CELL // 2
-    value = image.getpixel((x, y))
-    assert isinstance(value, tuple)
-    return value[:3]
-
-
-def grid_geometry(image: Image.Image, rows: int, columns: int) -> tuple[int, int]:
-    """(header height, label width), from the sheet size and the documented layout."""
-    label = image.width - columns * (CELL + PAD)
-    header = image.height - rows * (CELL + PAD)
-    return header, label
 
 
 # ---- sample grid ----------------------------------------------------------------------------------
@@ -273,6 +154,53 @@ def test_nan_loss_is_called_out(tmp_path: Path) -> None:
     assert "<b>nan</b>: the loss became NaN at step 6<br>Fix: use bf16 or a lower learning rate" in page
 
 
+def with_validation(timed: list[tuple[ev.Event, float]], losses: dict[int, float]) -> list[tuple[ev.Event, float]]:
+    """`timed` with a validation pass before each listed epoch's checkpoint, as sd-scripts runs it."""
+    out: list[tuple[ev.Event, float]] = []
+    for event, t in timed:
+        if isinstance(event, ev.CheckpointSaved) and event.epoch in losses:
+            out.append((ev.Validation(event.epoch, event.step, losses[event.epoch]), t))
+        out.append((event, t))
+    return out
+
+
+def colours_in(png: Path) -> set[tuple[int, int, int]]:
+    with Image.open(png) as image:
+        found = image.convert("RGB").getcolors(maxcolors=2**24) or []
+    return {colour for _, colour in found}
+
+
+def test_validation_loss_joins_the_loss_plot_and_suggests_an_epoch(tmp_path: Path) -> None:
+    events = with_validation(timeline(3, 4, 2), {1: 0.31, 2: 0.27, 3: 0.29})
+    layout = write_run(tmp_path / "run", events=events)
+    series = loss_series(layout)
+    assert [(v.epoch, v.loss) for v in series.validation] == [(1, 0.31), (2, 0.27), (3, 0.29)]
+    assert series.validation_points == ((1, 4, 0.31), (2, 8, 0.27), (3, 12, 0.29))
+    page = write_report(layout).read_text("utf-8")
+    assert (
+        '<p><b>Suggested epoch: 2</b> (<a href="../output/zdm-000002.safetensors">../output/zdm-000002.safetensors'
+        "</a>): epoch 2 has the lowest validation loss (0.27) of the 3 saved epochs validated.</p>"
+    ) in page
+    assert "the samples above have the last word" in page
+    assert "<th>validation loss</th>" in page
+    assert "<td class='num'>0.27 ★ suggested</td>" in page and "<td class='num'>0.31</td>" in page
+    # Validation (green squares) and the suggested epoch (a gold star) are drawn beside the training loss.
+    assert {(0x2A, 0x8A, 0x3E), (0xE0, 0xA4, 0x00)} <= colours_in(layout.report_dir / "loss.png")
+
+
+def test_without_validation_the_report_suggests_nothing(run: RunLayout) -> None:
+    page = write_report(run).read_text("utf-8")
+    assert "uggested" not in page and "validation" not in page
+    assert (0x2A, 0x8A, 0x3E) not in colours_in(run.report_dir / "loss.png")
+
+
+def test_validation_of_unsaved_epochs_only_suggests_nothing(tmp_path: Path) -> None:
+    events = with_validation(timeline(3, 4, 2), {1: 0.31})
+    layout = write_run(tmp_path / "run", events=events, loras=[2, 3])
+    page = write_report(layout).read_text("utf-8")
+    assert "<p>No suggested epoch: no saved epoch has a finite validation loss yet.</p>" in page
+
+
 # ---- the page -------------------------------------------------------------------------------------
 
 
@@ -341,53 +269,6 @@ def test_page_is_self_contained(run: RunLayout) -> None:
 
 
 # ---- rendered by a real browser -------------------------------------------------------------------
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-CHECK = """<script>
-window.addEventListener("load", () => {
-  const images = [...document.images].map(i => [i.getAttribute("src"), i.complete, i.naturalWidth]);
-  document.body.setAttribute("data-images", JSON.stringify(images));
-});
-</script></body>"""
-
-
-def loaded_images(page: Path, tmp_path: Path) -> list[list[object]]:
-    """[src, complete, naturalWidth] of each <img>, as headless Chromium loaded `page` from disk."""
-    browser = next((b for b in BROWSERS if shutil.which(b)), None)
-    if browser is None:
-        pytest.skip(
-            "!!! no Chromium found: the report is NOT checked in a real browser; install it with "
-            "`apt-get install -y chromium` !!!"
-        )
-    # A copy with a probe script, beside the page so that its relative paths resolve the same.
-    probe = page.with_name(".browser-check.html")
-    probe.write_text(page.read_text("utf-8").replace("</body>", CHECK), encoding="utf-8")
-    try:
-        done = subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                f"--user-data-dir={tmp_path / 'chromium'}",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-                probe.as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        probe.unlink()
-    match = re.search(r'data-images="([^"]*)"', done.stdout)
-    assert match, f"Chromium did not run the check (exit {done.returncode}): {done.stderr[-2000:]}"
-    found: list[list[object]] = json.loads(match.group(1).replace("&quot;", '"'))
-    return found
 
 
 def test_every_image_loads_in_chromium(run: RunLayout, tmp_path: Path) -> None:

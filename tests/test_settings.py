@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from kohya_wrap.config.checks import advice
 from kohya_wrap.config.models import Config
 from kohya_wrap.config.presets import validate
 from kohya_wrap.errors import ConfigError
@@ -1047,6 +1048,25 @@ CHECK_WARNINGS = [
         ],
     ),
     ("sdxl", {"model.variant": "noobai-vpred"}, []),
+    # check_validation
+    (
+        "sd15",
+        {"validation.every_n_epochs": 2, "validation.max_batches": 4},
+        [
+            "validation.every_n_epochs: has no effect while validation.split is 0",
+            "validation.max_batches: has no effect while validation.split is 0",
+        ],
+    ),
+    (
+        "sd15",
+        {"validation.split": 0.2, "validation.every_n_epochs": 3, "save.every_n_epochs": 2},
+        [
+            "validation.every_n_epochs: only epoch 6 is both validated and saved (save.every_n_epochs = 2, 10 "
+            "epochs), so validation loss has no epochs to choose between; make it a divisor of save.every_n_epochs"
+        ],
+    ),
+    ("sd15", {"validation.split": 0.2, "validation.every_n_epochs": 2, "save.every_n_epochs": 4}, []),
+    ("sd15", {"validation.split": 0.2, "training.epochs": 1}, []),
 ]
 
 
@@ -1054,12 +1074,12 @@ CHECK_WARNINGS = [
     ("family", "values", "lines"), CHECK_WARNINGS, ids=[str(i) for i in range(len(CHECK_WARNINGS))]
 )
 def test_check_warnings(family: str, values: dict[str, Any], lines: list[str]) -> None:
-    assert validate(make_doc(family, values)).warnings() == lines
+    assert advice(validate(make_doc(family, values))) == lines
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux"])
 def test_defaults_give_no_warnings(family: str) -> None:
-    assert validate(make_doc(family)).warnings() == []
+    assert advice(validate(make_doc(family))) == []
 
 
 def test_mixed_precision_none_means_no() -> None:

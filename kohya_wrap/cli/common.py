@@ -11,7 +11,6 @@ from kohya_wrap.errors import KohyaWrapError
 
 if TYPE_CHECKING:
     from kohya_wrap.config.presets import LoadedConfig
-    from kohya_wrap.data.dataset import DatasetReport, StepPlan
 
 # Heavy modules (pydantic models, torch, onnxruntime, rich) are imported inside commands so that
 # `--help` and `validate` start fast.
@@ -53,12 +52,6 @@ def _load(config: Path | None, overrides: tuple[str, ...], preset: str | None) -
     from kohya_wrap.commands.train import load
 
     return load(config, overrides, preset)
-
-
-def _scan(loaded: LoadedConfig) -> tuple[DatasetReport, StepPlan]:
-    from kohya_wrap.commands.train import scan_dataset
-
-    return scan_dataset(loaded)
 
 
 def _print_warnings(lines: list[str]) -> None:

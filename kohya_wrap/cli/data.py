@@ -9,15 +9,22 @@ import click
 
 from kohya_wrap.cli.common import (
     SET_OPTION,
-    _load,
     echo_err,
     main,
 )
+from kohya_wrap.config.tagger_defaults import (
+    AUTO_PRUNE_MIN_SHARE,
+    CHARACTER_THRESHOLD,
+    GENERAL_THRESHOLD,
+    TAGGER_MODEL,
+)
+from kohya_wrap.data.names import file_names
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from kohya_wrap.config.models import CropMode
+    from kohya_wrap.data.prepare import PreparedDir
     from kohya_wrap.data.tagger import FolderTagging
 
 
@@ -58,11 +65,6 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _names(paths: Sequence[Path], limit: int = 5) -> str:
-    shown = ", ".join(p.name for p in paths[:limit])
-    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
-
-
 def _print_tagging(result: FolderTagging) -> None:
     line = (
         f"{result.folder}: {_count(result.tagged, 'caption')} written, "
@@ -71,8 +73,24 @@ def _print_tagging(result: FolderTagging) -> None:
     click.echo(line + (f" (originals backed up in {result.backup})" if result.backup else ""))
     if result.empty:
         echo_err(
-            f"warning: {result.folder}: no tag passed the thresholds for {_names(result.empty)}; "
+            f"warning: {result.folder}: no tag passed the thresholds for {file_names(result.empty)}; "
             "no caption written (lower --general-threshold or caption them by hand)"
+        )
+
+
+def _print_replaced_trigger(prepared: PreparedDir, trigger: str | None) -> None:
+    if prepared.replaced_trigger:
+        click.echo(
+            f"{prepared.folder}: '{trigger}' replaced the earlier trigger word '{prepared.replaced_trigger}' "
+            "(the tag that led every caption)"
+        )
+
+
+def _warn_several_lines(paths: Sequence[Path]) -> None:
+    if paths:
+        echo_err(
+            f"warning: {_count(len(paths), 'caption')} {'has' if len(paths) == 1 else 'have'} several lines; "
+            f"sd-scripts reads only the first, so only it is counted and edited: {file_names(paths)}"
         )
 
 
@@ -80,19 +98,19 @@ def _print_tagging(result: FolderTagging) -> None:
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option(
     "--model",
-    help="Tagger: a folder with model.onnx and selected_tags.csv, or a hub id [default: SmilingWolf/wd-vit-tagger-v3].",
+    help=f"Tagger: a folder with model.onnx and selected_tags.csv, or a hub id [default: {TAGGER_MODEL}].",
 )
 @click.option(
     "--general-threshold",
     type=float,
-    default=0.35,
+    default=GENERAL_THRESHOLD,
     show_default=True,
     help="Keep general tags scoring at least this (higher: fewer, surer tags).",
 )
 @click.option(
     "--character-threshold",
     type=float,
-    default=0.85,
+    default=CHARACTER_THRESHOLD,
     show_default=True,
     help="Keep character tags scoring at least this.",
 )
@@ -141,60 +159,43 @@ def tag(
     caption_extension: str,
 ) -> None:
     """Caption the images in FOLDER with a WD14 tagger; images with a caption keep it."""
-    from kohya_wrap.data.captions import (
-        CaptionEdit,
-        apply_plan,
-        find_images,
-        load_captions,
-        parse_caption,
-        plan_edit,
-    )
-    from kohya_wrap.data.images import prepare_folder
-    from kohya_wrap.data.tagger import DEFAULT_MODEL, Tagger, TagOptions, resolve_model, tag_folder
-    from kohya_wrap.errors import ConfigError, DatasetError
+    from kohya_wrap.commands.data import Inference, tag_options
+    from kohya_wrap.commands.data import tag as tag_folder
+    from kohya_wrap.data.captions import parse_caption
+    from kohya_wrap.errors import DatasetError
 
-    options = TagOptions(
+    options = tag_options(
         general_threshold=general_threshold,
         character_threshold=character_threshold,
+        trigger=trigger,
         rating_tags=rating_tags,
         replace_underscores=replace_underscores,
-        undesired_tags=frozenset(parse_caption(undesired or "")),
-        always_first_tags=tuple(parse_caption(always_first or "")),
-        trigger_word=trigger,
+        undesired=parse_caption(undesired or ""),
+        always_first=parse_caption(always_first or ""),
     )
-    if crop_size is not None and crop == "none":
-        raise ConfigError("--crop-size: only used with --crop center or --crop focus")
-    if crop != "none" and out is None:
-        raise ConfigError(f"--crop {crop}: cropped copies go into a new folder; give --out DIR")
-    if crop_size is not None and not 64 <= crop_size <= 8192:
-        raise ConfigError(f"--crop-size: must be between 64 and 8192, got {crop_size}")
-    ext = caption_extension if caption_extension.startswith(".") else "." + caption_extension
-    if out is not None:
-        prepare_folder(folder, out, crop, crop_size, (ext,))
-        folder = out
-
-    def make_tagger() -> Tagger:
-        return Tagger(
-            resolve_model(model or DEFAULT_MODEL),
-            options,
-            batch_size=batch_size,
-            threads=threads,
-            decode_threads=decode_threads,
-            int8=int8,
+    done = tag_folder(
+        folder,
+        options,
+        model=model,
+        crop=crop,
+        crop_size=crop_size,
+        out=out,
+        overwrite=overwrite,
+        inference=Inference(batch_size, threads, decode_threads, int8),
+        caption_extension=caption_extension,
+        progress=_tag_progress(),
+    )
+    prepared = done.prepared
+    _print_tagging(prepared.tagging)
+    if prepared.edited:
+        click.echo(
+            f"{prepared.folder}: put '{options.trigger_word}' first in "
+            f"{_count(prepared.edited, 'existing caption')} (originals backed up in {prepared.backup})"
         )
-
-    result = tag_folder(folder, make_tagger, extension=ext, overwrite=overwrite, progress=_tag_progress())
-    _print_tagging(result)
-    if trigger:
-        plan = plan_edit(load_captions(find_images(folder), ext), CaptionEdit(trigger=trigger))
-        backup = apply_plan(folder, plan)
-        if plan.changes:
-            click.echo(
-                f"{folder}: put '{trigger}' first in {_count(len(plan.changes), 'existing caption')} "
-                f"(originals backed up in {backup})"
-            )
-    if result.failed:
-        raise DatasetError(*result.failed)
+    _print_replaced_trigger(prepared, options.trigger_word)
+    _warn_several_lines(done.several_lines)
+    if prepared.tagging.failed:
+        raise DatasetError(*prepared.tagging.failed)
 
 
 @main.command()
@@ -205,7 +206,7 @@ def tag(
 @click.option(
     "--min-share",
     type=float,
-    default=0.6,
+    default=AUTO_PRUNE_MIN_SHARE,
     show_default=True,
     help="Auto-prune: share of the images a tag must be in to go.",
 )
@@ -225,65 +226,67 @@ def tags(
     caption_extension: str,
 ) -> None:
     """Show how often each tag occurs in FOLDER's captions; remove, replace or auto-prune tags in bulk."""
-    from kohya_wrap.data.captions import (
-        DEFAULT_KEEP,
-        CaptionEdit,
-        apply_plan,
-        find_images,
-        load_captions,
-        parse_caption,
-        parse_replacements,
-        plan_edit,
-        propose_prune,
-        tag_key,
-        tag_stats,
-    )
-    from kohya_wrap.errors import DatasetError
+    from kohya_wrap.commands.data import edit_tags
+    from kohya_wrap.data.captions import parse_caption, parse_replacements
 
-    ext = caption_extension if caption_extension.startswith(".") else "." + caption_extension
     replacements = parse_replacements(replace)
-    images = find_images(folder)
-    captions = load_captions(images, ext)
-    if not captions:
-        raise DatasetError(f"{folder}: no {ext} captions; run `kohya-wrap tag {folder}` first")
-    stats = tag_stats(captions.values())
+    removed = parse_caption(remove or "")
+    done = edit_tags(
+        folder,
+        remove=removed,
+        replace=replacements,
+        auto_prune=auto_prune,
+        min_share=min_share,
+        keep=parse_caption(keep or ""),
+        trigger=trigger,
+        apply=apply_changes,
+        caption_extension=caption_extension,
+    )
+    stats, plan = done.stats, done.plan
+    _warn_several_lines(done.several_lines)
     click.echo(
         f"{stats.images} captioned images in {folder}"
-        + (f" ({len(images) - stats.images} without a caption)" if len(images) > stats.images else "")
+        + (f" ({done.images - stats.images} without a caption)" if done.images > stats.images else "")
     )
     click.echo("images  share  tag")
     for count in stats.tags:
         click.echo(f"{count.images:6}  {count.share:5.0%}  {count.tag}")
-    removed = parse_caption(remove or "")
-    proposed: tuple[str, ...] = ()
     if auto_prune:
-        proposed = propose_prune(stats, min_share, DEFAULT_KEEP | set(parse_caption(keep or "")), trigger)
         click.echo(
-            f"auto-prune: {_count(len(proposed), 'tag')} in at least {min_share:.0%} of the images and "
-            f"not in the keep-list: {', '.join(proposed) or '-'}"
+            f"auto-prune: {_count(len(done.proposed), 'tag')} in at least {min_share:.0%} of the images and "
+            f"not in the keep-list: {', '.join(done.proposed) or '-'}"
         )
-    plan = plan_edit(captions, CaptionEdit(frozenset(removed) | set(proposed), replacements, trigger))
-    images_with = {tag_key(c.tag): c.images for c in stats.tags}
+    if done.kept_trigger:
+        click.echo(
+            f"auto-prune: keeps '{done.kept_trigger}', the first tag of every caption (the trigger word); "
+            f"remove it with --remove '{done.kept_trigger}'"
+        )
     for name in removed:
-        click.echo(f"remove {name}: {_count(images_with.get(tag_key(name), 0), 'caption')}")
+        click.echo(f"remove {name}: {_count(done.captions_with(name), 'caption')}")
     for old, new in replacements.items():
-        click.echo(f"replace {old} → {new}: {_count(images_with.get(tag_key(old), 0), 'caption')}")
+        click.echo(f"replace {old} → {new}: {_count(done.captions_with(old), 'caption')}")
+    if done.replaced_trigger:
+        click.echo(
+            f"trigger word {done.replaced_trigger} → {trigger}: "
+            f"{_count(done.captions_with(done.replaced_trigger), 'caption')} ('{done.replaced_trigger}' led every "
+            "caption)"
+        )
     if plan.emptied:
         echo_err(
-            f"warning: {len(plan.emptied)} captions would be left empty and stay as they are: {_names(plan.emptied)}"
+            f"warning: {len(plan.emptied)} captions would be left empty and stay as they are: "
+            f"{file_names(plan.emptied)}"
         )
     if not plan.changes:
-        if removed or proposed or replacements or trigger:
+        if removed or done.proposed or replacements or trigger:
             click.echo("nothing to change")
         return
-    if not apply_changes:
+    if not done.applied:
         click.echo(
             f"dry run: {len(plan.changes)} of {stats.images} captions would change; add --apply to write "
             f"them (the originals are backed up in {folder}/.kohya_wrap-backup/)"
         )
         return
-    backup = apply_plan(folder, plan)
-    click.echo(f"changed {len(plan.changes)} captions; originals backed up in {backup}")
+    click.echo(f"changed {len(plan.changes)} captions; originals backed up in {done.backup}")
 
 
 @main.command()
@@ -308,17 +311,19 @@ def prepare(
     int8: bool,
 ) -> None:
     """Run CONFIG's [dataset] and [tagging] steps: crop into new folders, tag, edit, auto-prune."""
-    from kohya_wrap.data.tagger import Tagger, prepare_dataset, resolve_model, tag_options
+    from kohya_wrap.commands.data import Inference
+    from kohya_wrap.commands.data import prepare as prepare_dataset
     from kohya_wrap.errors import DatasetError
 
-    cfg = _load(config, overrides, None).config
-    options = tag_options(cfg.tagging)
-
-    def make_tagger() -> Tagger:
-        return Tagger(resolve_model(cfg.tagging.model), options, batch_size=batch_size, threads=threads, int8=int8)
-
-    out_root = out or config.resolve().parent / "prepared"
-    done = prepare_dataset(cfg, out_root, make_tagger, overwrite=overwrite, progress=_tag_progress())
+    result = prepare_dataset(
+        config,
+        overrides,
+        out=out,
+        overwrite=overwrite,
+        inference=Inference(batch_size, threads, None, int8),
+        progress=_tag_progress(),
+    )
+    done = result.preparation
     for index in done.skipped:
         click.echo(f"dataset.dirs.{index}: regularisation folder, left as it is")
     for prepared in done.dirs:
@@ -328,8 +333,18 @@ def prepare(
                 f"{prepared.folder}: trigger word and tag edits changed {_count(prepared.edited, 'caption')} "
                 f"(originals backed up in {prepared.backup})"
             )
-    if done.proposed and cfg.tagging.auto_prune:
+        if prepared.replaced_trigger:
+            click.echo(
+                f"{prepared.folder}: tagging.trigger_word replaced the earlier trigger word "
+                f"'{prepared.replaced_trigger}' (the tag that led every caption)"
+            )
+    _warn_several_lines(done.several_lines)
+    if done.kept_trigger:
+        click.echo(f"auto-prune: keeps '{done.kept_trigger}', the first tag of every caption (the trigger word)")
+    if done.proposed and result.auto_prune:
         click.echo(f"auto-prune: {', '.join(done.proposed)} removed from {_count(done.pruned, 'caption')}")
+        for backup in done.prune_backups:
+            click.echo(f"auto-prune: originals backed up in {backup}")
     elif done.proposed:
         click.echo(
             f"auto-prune: {', '.join(done.proposed)} proposed for removal (set tagging.auto_prune = true, "

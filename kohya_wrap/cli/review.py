@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
@@ -13,64 +12,66 @@ from kohya_wrap.cli.common import (
     SET_OPTION,
     _load,
     _print_warnings,
-    _scan,
     echo_err,
     main,
 )
-
-if TYPE_CHECKING:
-    pass
+from kohya_wrap.review.gpu_classes import GPU_CLASSES
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--metadata", is_flag=True, help="Also print each LoRA's ss_* metadata.")
-def outputs(run_dir: Path, metadata: bool) -> None:
-    """List a run's LoRA per epoch with its size and sample images."""
-    from kohya_wrap.review.outputs import MetadataError, collect, read_metadata
-    from kohya_wrap.train.layout import RunLayout
-    from kohya_wrap.train.runs import read_record
+@click.option("--best", is_flag=True, help="Print only the LoRA file of the epoch with the lowest validation loss.")
+@click.option("--check", is_flag=True, help="Check that each LoRA loads in ComfyUI and diffusers (exit 1 if not).")
+def outputs(run_dir: Path, metadata: bool, best: bool, check: bool) -> None:
+    """List a run's LoRA per epoch with its size, validation loss and sample images."""
+    from kohya_wrap.commands import outputs as command
 
-    layout = RunLayout(run_dir.resolve())
-    record = read_record(layout)
-    files = collect(layout, record.name, record.epochs)
-    if not files:
-        click.echo(f"no LoRA files yet in {layout.output_dir} (run status: {record.status})")
-    for lora in files:
+    if check:
+        from kohya_wrap.cli.interop import print_lora_checks
+
+        print_lora_checks(run_dir)
+        return
+
+    if best:
+        chosen = command.best(run_dir)
+        click.echo(str(chosen.lora))
+        echo_err(f"{chosen.reason}; the samples have the last word")
+        return
+    result = command.outputs(run_dir, metadata)
+    layout = result.layout
+    if not result.loras:
+        click.echo(f"no LoRA files yet in {layout.output_dir} (run status: {result.record.status})")
+    for out in result.loras:
+        lora = out.file
         label = f"epoch {lora.epoch}" if lora.epoch is not None else f"step {lora.step}"
+        loss = ""
+        if result.validated:
+            loss = f"  val {'—':<6}" if out.validation_loss is None else f"  val {out.validation_loss:<6.3g}"
+        suggested = result.best is not None and lora.path == result.best.lora
         click.echo(
-            f"{label:10} {lora.size / 2**20:8.1f} MiB  {lora.path.relative_to(layout.root)}"
+            f"{label:10} {lora.size / 2**20:8.1f} MiB{loss}  {lora.path.relative_to(layout.root)}"
             + ("  (final)" if lora.final else "")
+            + ("  (suggested)" if suggested else "")
         )
         for sample in lora.samples:
             click.echo(f"{'':10} sample    {sample.relative_to(layout.root)}")
-        if metadata:
-            try:
-                meta = read_metadata(lora.path)
-            except MetadataError as exc:
-                click.echo(f"{'':10} {exc}")
-                continue
-            for key in sorted(meta):
-                click.echo(f"{'':10} {key} = {meta[key][:200]}")
+        if out.metadata_error is not None:
+            click.echo(f"{'':10} {out.metadata_error}")
+        meta = out.metadata or {}
+        for key in sorted(meta):
+            click.echo(f"{'':10} {key} = {meta[key][:200]}")
+    if result.best is not None:
+        click.echo(f"suggested: epoch {result.best.epoch} ({result.best.reason}); the samples have the last word")
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def report(run_dir: Path) -> None:
     """Write RUN_DIR's report: sample grid, loss curve, LoRA files, timings (unfinished runs too)."""
-    from kohya_wrap.review.report import write_report
-    from kohya_wrap.train.layout import RunLayout
-    from kohya_wrap.train.runs import read_record
+    from kohya_wrap.commands import review
 
-    layout = RunLayout(run_dir.resolve())
-    read_record(layout)  # one clear line for a folder that is not a run
-    click.echo(f"report: {write_report(layout)}")
-
-
-# estimate.GPU_CLASSES, repeated so that --help need not import the estimate module.
-
-
-GPU_CLASSES = ("cpu", "8gb", "12gb", "16gb", "24gb", "48gb", "80gb")
+    click.echo(f"report: {review.report(run_dir)}")
 
 
 @main.command("estimate")
@@ -98,39 +99,20 @@ def estimate_command(
     probe: bool,
 ) -> None:
     """Estimate CONFIG's steps, time, peak VRAM (with the cheapest fixes) and SeaArt cost."""
-    import sys
+    from kohya_wrap.commands import review
+    from kohya_wrap.review.estimate import describe, warnings
 
-    from kohya_wrap.review import estimate as est
-    from kohya_wrap.train.runs import runs_dir
-
-    loaded = _load(config, overrides, preset)
-    _, plan = _scan(loaded)
-    cfg = loaded.config
-    hardware: est.Hardware | None
-    if gpu_class is not None or free_vram is not None:
-        hardware = est.assumed_hardware(gpu_class, free_vram)
-    elif probe:
-        from kohya_wrap.train.doctor import probe as probe_interpreter
-        from kohya_wrap.train.launch import sd_scripts_dir
-
-        root = sd_scripts_dir(cfg)
-        info = probe_interpreter(cfg.run.python or sys.executable, root if root.is_dir() else Path.cwd())
-        hardware = est.hardware_from_probe(info)
-    else:
-        gpu = cfg.run.gpu_ids[0] if isinstance(cfg.run.gpu_ids, list) and cfg.run.gpu_ids else 0
-        hardware = est.query_nvidia_smi(gpu)
-    if hardware is None:
+    result = review.estimate(_load(config, overrides, preset), gpu_class, free_vram, probe)
+    if result.hardware is None:
         echo_err("note: no GPU found (nvidia-smi); give --gpu CLASS or --free-vram GB to check a GPU's memory")
-    # Earlier runs tell how fast this machine is, not a GPU the user names.
-    history = est.measured_runs(runs_dir(cfg)) if gpu_class is None and free_vram is None else []
-    result = est.estimate(cfg, plan, hardware, history)
+    est, plan = result.estimate, result.plan
     click.echo(
-        f"steps: {result.steps} ({plan.batches_per_epoch} per epoch × {plan.epochs} epochs), "
-        f"{result.sample_images} sample images"
+        f"steps: {est.steps} ({plan.batches_per_epoch} per epoch × {plan.epochs} epochs), "
+        f"{est.sample_images} sample images"
     )
-    for line in est.describe(result):
+    for line in describe(est):
         click.echo(line)
-    _print_warnings(est.warnings(result))
+    _print_warnings(warnings(est))
 
 
 @main.command()
@@ -159,23 +141,20 @@ def preview(
     verbose: bool,
 ) -> None:
     """Render RUN_DIR's LoRA at chosen epochs × weights with sd-scripts' gen_img.py (report/preview.png)."""
-    import typing
+    from kohya_wrap.commands import review
+    from kohya_wrap.review.preview import PreviewOptions, parse_numbers
 
-    from kohya_wrap.config.models import Sampler
-    from kohya_wrap.errors import ConfigError
-    from kohya_wrap.review.preview import parse_numbers, run_preview
-
-    if sampler is not None and sampler not in typing.get_args(Sampler):
-        raise ConfigError(f"preview: --sampler {sampler} is not one of {', '.join(typing.get_args(Sampler))}")
-    chosen = [int(e) for e in parse_numbers(epochs, "epochs", int)] if epochs else None
-    png = run_preview(
-        run_dir,
-        chosen,
+    options = PreviewOptions(
+        [int(e) for e in parse_numbers(epochs, "epochs", int)] if epochs else None,
         parse_numbers(weights, "weights", float),
         prompts,
         seed,
         steps,
         sampler,
+    )
+    png = review.preview(
+        run_dir,
+        options,
         on_text=(lambda text: click.echo(text, nl=False, err=True)) if verbose else None,
         note=echo_err,
     )
@@ -190,16 +169,14 @@ def preview(
 def tensorboard(run_dirs: tuple[Path, ...], port: int, print_only: bool) -> None:
     """Start TensorBoard on the loss and learning-rate logs of one or more runs, each under its name."""
     import contextlib
-    import importlib.util
     import shlex
     import subprocess
-    import sys
 
-    from kohya_wrap.review.report import tensorboard_argv
-    from kohya_wrap.train.layout import RunLayout
+    from kohya_wrap.commands import review
 
-    argv = tensorboard_argv([RunLayout(d.resolve()) for d in run_dirs], sys.executable, port)
-    if print_only or importlib.util.find_spec("tensorboard") is None:
+    board = review.tensorboard(run_dirs, port)
+    argv = board.argv
+    if print_only or not board.installed:
         if not print_only:
             echo_err("tensorboard is not installed here; `pip install tensorboard`, then run:")
         click.echo(shlex.join(argv))

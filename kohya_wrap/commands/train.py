@@ -1,4 +1,4 @@
-"""Training workflows: check a config for training, create its run folder, run it, resume it.
+"""Training workflows: validate a config, render its files, create its run folder, run it, resume it, list runs.
 
 Every front-end (the CLI, the queue worker, the Ray executor, the web app) calls these functions; none of
 them prints. Progress goes to the `View` the caller passes; bad input raises a `KohyaWrapError` before any
@@ -12,13 +12,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from kohya_wrap.config.checks import advice
 from kohya_wrap.config.presets import LoadedConfig, load_config
 from kohya_wrap.data.dataset import DatasetReport, StepPlan, plan_steps, scan
 from kohya_wrap.errors import ConfigError, RunError, TrainingFailed, TrainingInterrupted
 from kohya_wrap.train.layout import RunLayout
-from kohya_wrap.train.runs import RunRecord
-from kohya_wrap.train.view import View
+
+if TYPE_CHECKING:
+    from kohya_wrap.review.estimate import Estimate
+    from kohya_wrap.train.runs import RunRecord
+    from kohya_wrap.train.view import View
 
 ReportHook = Callable[[Path], None]
 
@@ -39,6 +44,21 @@ class DryRun:
 
     files: dict[Path, str]
     command: str
+    estimate: Estimate
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A config checked without loading a model: dataset, steps, estimate, and every warning.
+
+    Missing model files are warnings here (the config may be written on another machine); `train` refuses them.
+    """
+
+    loaded: LoadedConfig
+    report: DatasetReport
+    plan: StepPlan
+    warnings: tuple[str, ...]
+    estimate: Estimate
 
 
 def load(config: Path | None, overrides: tuple[str, ...] = (), preset: str | None = None) -> LoadedConfig:
@@ -53,6 +73,31 @@ def scan_dataset(loaded: LoadedConfig) -> tuple[DatasetReport, StepPlan]:
     return report, plan_steps(loaded.config, report)
 
 
+def validate(loaded: LoadedConfig) -> Validation:
+    """Check a config and its dataset as far as can be done without a model; missing model files only warn."""
+    from kohya_wrap.commands.review import plan_estimate
+    from kohya_wrap.train.doctor import model_file_problems
+
+    report, plan = scan_dataset(loaded)
+    warnings = advice(loaded.config) + report.warnings() + model_file_problems(loaded.config)
+    return Validation(loaded, report, plan, tuple(warnings), plan_estimate(loaded.config, plan))
+
+
+def check_render(loaded: LoadedConfig) -> TrainingInput:
+    """What `render` checks before it writes: the dataset and steps; model files may be missing."""
+    report, plan = scan_dataset(loaded)
+    return TrainingInput(loaded, report, plan, tuple(advice(loaded.config)))
+
+
+def render(checked: TrainingInput, output: Path | None = None) -> RunLayout:
+    """Write the files sd-scripts would read into the new folder `output`, or a new run folder when None."""
+    from kohya_wrap.train.runs import create_run, write_rendered_folder
+
+    if output is None:
+        return create_run(checked.loaded, checked.plan)
+    return write_rendered_folder(output, checked.loaded, checked.plan)
+
+
 def check_training(loaded: LoadedConfig) -> TrainingInput:
     """Everything `train` checks before it writes a file: model files, dataset, steps, warnings."""
     from kohya_wrap.train.doctor import model_file_problems
@@ -60,29 +105,43 @@ def check_training(loaded: LoadedConfig) -> TrainingInput:
     if problems := model_file_problems(loaded.config):
         raise ConfigError(*problems)
     report, plan = scan_dataset(loaded)
-    return TrainingInput(loaded, report, plan, tuple(loaded.config.warnings() + report.warnings()))
+    return TrainingInput(loaded, report, plan, tuple(advice(loaded.config) + report.warnings()))
 
 
 def dry_run(checked: TrainingInput) -> DryRun:
-    """The rendered files and the command of a run, under a placeholder run folder."""
+    """The rendered files, the command and the estimate of a run, under a placeholder run folder."""
+    from kohya_wrap.commands.review import plan_estimate
     from kohya_wrap.train.launch import plan_training
-    from kohya_wrap.train.render import render
+    from kohya_wrap.train.render import render as render_files
     from kohya_wrap.train.runs import runs_dir
 
     cfg = checked.loaded.config
     layout = RunLayout(runs_dir(cfg) / f"{cfg.output_name}-<timestamp>")
-    rendered = render(cfg, layout, checked.plan)
+    rendered = render_files(cfg, layout, checked.plan)
     files = {layout.root / name: text for name, text in rendered.files(layout).items()}
-    return DryRun(files, plan_training(cfg, layout, rendered.script).command_text())
+    command = plan_training(cfg, layout, rendered.script).command_text()
+    return DryRun(files, command, plan_estimate(cfg, checked.plan))
 
 
 def require_launchable(checked: TrainingInput) -> None:
-    """The sd-scripts checkout has this family's training script (checked before a run folder exists)."""
+    """The sd-scripts checkout has this family's training script and the precision runs on this machine
+    (checked before a run folder exists)."""
+    from kohya_wrap.train.doctor import cpu_precision_problem
     from kohya_wrap.train.launch import require_script
     from kohya_wrap.train.sd_args import SCRIPT_BY_FAMILY
 
     cfg = checked.loaded.config
     require_script(cfg, SCRIPT_BY_FAMILY[cfg.model.family])
+    if problem := cpu_precision_problem(cfg):
+        raise ConfigError(problem)
+
+
+def launch_estimate(checked: TrainingInput) -> Estimate:
+    """The estimate shown before a run starts: with the GPU's free memory (nvidia-smi), so a run that will
+    not fit is said before it loads its model."""
+    from kohya_wrap.commands.review import plan_estimate
+
+    return plan_estimate(checked.loaded.config, checked.plan, read_gpu=True)
 
 
 def create(checked: TrainingInput) -> RunLayout:
@@ -119,6 +178,13 @@ def open_run(run_dir: Path) -> RunLayout:
     if not layout.run_json.is_file():
         raise RunError(f"run: {layout.root} is not a run folder (no run.json)")
     return layout
+
+
+def runs(base: Path) -> list[tuple[RunLayout, RunRecord | None]]:
+    """Every run folder under `base`, oldest first; a folder with a broken run.json has record None."""
+    from kohya_wrap.train.runs import list_runs
+
+    return list_runs(base.resolve())
 
 
 def prefetch_report() -> None:

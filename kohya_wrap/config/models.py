@@ -1,14 +1,19 @@
-"""The user's config: strict Pydantic models by topic, family defaults, cross-field rules and advice."""
+"""The user's settings as strict Pydantic models by topic, and the resolved `Config` every reader uses."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from pathlib import PurePath
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kohya_wrap.config.tagger_defaults import (
+    AUTO_PRUNE_MIN_SHARE,
+    CHARACTER_THRESHOLD,
+    GENERAL_THRESHOLD,
+    TAGGER_MODEL,
+)
 
 Family = Literal["sd15", "sdxl", "flux"]
 Optimizer = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "DAdaptation", "DAdaptAdam", "Prodigy"]
@@ -37,7 +42,6 @@ Sampler = Literal[
     "k_dpm_2_a",
 ]
 BlockWeightPreset = Literal["cosine", "sine", "linear", "reverse_linear", "zeros"]
-ADAPTIVE_OPTIMIZERS = frozenset({"DAdaptation", "DAdaptAdam", "Prodigy"})
 OPTIMIZER_PACKAGES = {
     "AdamW8bit": "bitsandbytes",
     "Lion": "lion_pytorch",
@@ -45,49 +49,6 @@ OPTIMIZER_PACKAGES = {
     "DAdaptAdam": "dadaptation",
     "Prodigy": "prodigyopt",
 }
-
-# Family and variant defaults, applied only where the user left a value unset.
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sd15": {
-        "variant": "base",
-        "resolution": 512,
-        "clip_skip": 2,
-        "max_bucket_reso": 1024,
-        "gradient_checkpointing": False,
-        "mixed_precision": "fp16",
-    },
-    "sdxl": {
-        "variant": "base",
-        "resolution": 1024,
-        "clip_skip": 1,
-        "max_bucket_reso": 2048,
-        "gradient_checkpointing": True,
-        "mixed_precision": "bf16",
-    },
-    "flux": {
-        "variant": "dev",
-        "resolution": 1024,
-        "clip_skip": None,
-        "max_bucket_reso": 2048,
-        "gradient_checkpointing": True,
-        "mixed_precision": "bf16",
-    },
-}
-VARIANT_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "sd15": {"base": {}},
-    "sdxl": {
-        "base": {},
-        # Pony models are trained and used with CLIP skip 2; SDXL training ignores it, samples use it.
-        "pony": {"clip_skip": 2},
-        "illustrious": {},
-        "noobai": {},
-        "noobai-vpred": {"v_prediction": True},
-    },
-    "flux": {"dev": {}, "schnell": {}},
-}
-# sd-scripts' block-wise list lengths (networks/lora.py): block dims, and down/mid/up LR weights.
-BLOCK_DIMS_LEN = {"sd15": 25, "sdxl": 23}
-BLOCK_LR_LEN = {"sd15": (12, 1, 12), "sdxl": (9, 3, 9)}
 
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -129,6 +90,13 @@ class DatasetDir(Strict):
     )
     is_reg: bool = Field(False, description="Regularisation images (class images) instead of training images.")
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name an image folder (an empty path would be the config's own folder)")
+        return value
+
 
 class DatasetSettings(Strict):
     dirs: list[DatasetDir] = Field(min_length=1, description="Image folders to train on.")
@@ -152,17 +120,21 @@ class DatasetSettings(Strict):
 
 class TaggingSettings(Strict):
     model: str = Field(
-        "SmilingWolf/wd-vit-tagger-v3",
+        TAGGER_MODEL,
         description="WD14 tagger: a hub id or a local folder with model.onnx and selected_tags.csv.",
     )
-    general_threshold: float = Field(0.35, gt=0, lt=1, description="Score above which general tags are kept.")
-    character_threshold: float = Field(0.85, gt=0, lt=1, description="Score above which character tags are kept.")
+    general_threshold: float = Field(
+        GENERAL_THRESHOLD, gt=0, lt=1, description="Score above which general tags are kept."
+    )
+    character_threshold: float = Field(
+        CHARACTER_THRESHOLD, gt=0, lt=1, description="Score above which character tags are kept."
+    )
     trigger_word: str | None = Field(None, description="Word put first in every caption; prompt with it later.")
     remove_tags: list[str] = Field(default_factory=list, description="Tags removed from every caption.")
     replace_tags: dict[str, str] = Field(default_factory=dict, description="Tags replaced in every caption.")
     auto_prune: bool = Field(False, description="Remove the tags most images share (character-defining tags).")
     auto_prune_min_share: float = Field(
-        0.6, gt=0, le=1, description="Share of images a tag must appear in to be proposed for pruning."
+        AUTO_PRUNE_MIN_SHARE, gt=0, le=1, description="Share of images a tag must appear in to be proposed for pruning."
     )
     keep_tags: list[str] = Field(
         default_factory=list, description="Tags auto-prune never removes, on top of the generic ones (1girl, solo, …)."
@@ -302,6 +274,19 @@ class SaveSettings(Strict):
         return value
 
 
+class ValidationSettings(Strict):
+    split: float = Field(
+        0, ge=0, le=0.5, description="Share of each training folder held out for validation loss (0 = off)."
+    )
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="Picks the held-out images and their noise; default: training.seed."
+    )
+    every_n_epochs: int = Field(1, ge=1, le=10000, description="Measure validation loss every N epochs.")
+    max_batches: int | None = Field(
+        None, ge=1, le=100000, description="Validate on at most N batches of held-out images; default: all."
+    )
+
+
 ExtraArg = bool | int | float | str | list[str] | list[float] | list[int]
 
 
@@ -317,6 +302,12 @@ class RunSettings(Strict):
     gpu_ids: Literal["all"] | list[int] = Field("all", description="GPUs to use: 'all' or a list of indices.")
     cpu_threads_per_process: int = Field(2, ge=1, le=256, description="CPU threads per training process.")
     stop_on_nan: bool = Field(True, description="Stop the run as soon as the loss becomes NaN.")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="Who trains it from the queue: this machine's GPU slots, or a Ray cluster."
+    )
+    ray_address: str = Field(
+        "auto", min_length=1, description="Ray cluster for executor = ray: auto, local, or HOST:PORT of its head."
+    )
     extra_args: dict[str, ExtraArg] = Field(
         default_factory=dict, description="More sd-scripts arguments (checked against its parser)."
     )
@@ -333,7 +324,12 @@ class FluxSettings(Strict):
     blocks_to_swap: int = Field(0, ge=0, le=35, description="Transformer blocks kept in CPU memory (saves VRAM).")
 
 
-class Config(Strict):
+# What the user wrote (preset < file < `--set`), checked field by field; family defaults still unset.
+# (No docstring: it would become the description of the `schema` command's JSON schema.)
+class Settings(Strict):
+    # The JSON schema describes the config file, whose top level users know as "Config".
+    model_config = ConfigDict(title="Config")
+
     preset: str | None = Field(None, description="Preset this config starts from (templates/<name>.toml).")
     model: ModelSettings
     dataset: DatasetSettings
@@ -343,468 +339,80 @@ class Config(Strict):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     save: SaveSettings = Field(default_factory=SaveSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     flux: FluxSettings | None = Field(None, description="Flux-only settings.")
 
-    @model_validator(mode="after")
-    def _defaults_then_checks(self) -> Config:
-        apply_defaults(self)
-        problems = [problem for check in ERROR_CHECKS for problem in check(self)]
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
 
-    def warnings(self) -> list[str]:
-        """SeaArt's advice and sd-scripts' quiet traps, as `section.key: message` lines."""
-        return [message for check in WARNING_CHECKS for message in check(self)]
+# ---- resolved: the same sections once family and variant defaults are applied (config.defaults.resolve) ----
+# Each narrows only the fields that a default always fills; values that stay absent by design
+# (crop_size without a crop, clip_skip on Flux, conv_alpha without conv_dim, ...) keep `None`.
+# `resolve` builds them from checked values without validating again, so their schemas are built only when
+# something serialises them (a run folder's config.toml, the config hash), not on every `validate`.
+RESOLVED = ConfigDict(defer_build=True)
+
+
+class ResolvedModel(ModelSettings):
+    model_config = RESOLVED
+
+    variant: str
+    v_prediction: bool
+
+
+class ResolvedDir(DatasetDir):
+    model_config = RESOLVED
+
+    repeats: int
+
+
+class ResolvedDataset(DatasetSettings):
+    model_config = RESOLVED
+
+    # list is invariant, so narrowing the item type needs the ignore; the resolved list holds only ResolvedDir.
+    dirs: list[ResolvedDir]  # type: ignore[assignment]
+    resolution: int
+    min_bucket_reso: int
+    max_bucket_reso: int
+
+
+class ResolvedNetwork(NetworkSettings):
+    model_config = RESOLVED
+
+    alpha: float
+
+
+class ResolvedTraining(TrainingSettings):
+    model_config = RESOLVED
+
+    mixed_precision: Precision
+    gradient_checkpointing: bool
+
+
+class ResolvedSave(SaveSettings):
+    model_config = RESOLVED
+
+    output_name: str
+
+
+class ResolvedValidation(ValidationSettings):
+    model_config = RESOLVED
+
+    seed: int
+
+
+class Config(Settings):
+    """The resolved config: every default applied, so defaulted values are never None."""
+
+    model_config = RESOLVED
+
+    model: ResolvedModel
+    dataset: ResolvedDataset
+    network: ResolvedNetwork
+    training: ResolvedTraining
+    save: ResolvedSave
+    validation: ResolvedValidation
 
     @property
     def output_name(self) -> str:
-        assert self.save.output_name is not None  # set by apply_defaults
+        """The LoRA's file name (without extension)."""
         return self.save.output_name
-
-
-def folder_repeats_and_class(path: str) -> tuple[int | None, str | None]:
-    """Read kohya-style `<repeats>_<class words>` folder names (e.g. `20_zdm 1boy` → 20, "zdm 1boy")."""
-    name = PurePath(path.rstrip("/\\")).name
-    head, sep, rest = name.partition("_")
-    if sep and head.isdigit() and rest.strip():
-        return int(head), rest.strip()
-    return None, None
-
-
-def apply_defaults(cfg: Config) -> None:
-    """Fill unset values from the family, then the variant; values the user set are never touched."""
-    family = FAMILY_DEFAULTS[cfg.model.family]
-    if cfg.model.variant is None:
-        cfg.model.variant = family["variant"]
-    variant = VARIANT_DEFAULTS[cfg.model.family].get(cfg.model.variant, {})
-    merged = {**family, **variant}
-    if cfg.model.v_prediction is None:
-        cfg.model.v_prediction = bool(merged.get("v_prediction", False))
-    ds = cfg.dataset
-    if ds.resolution is None:
-        ds.resolution = merged["resolution"]
-    if ds.min_bucket_reso is None:
-        ds.min_bucket_reso = min(256, ds.resolution // 64 * 64 or 64)
-    if ds.max_bucket_reso is None:
-        ds.max_bucket_reso = max(merged["max_bucket_reso"], ds.resolution)
-    if ds.crop != "none" and ds.crop_size is None:
-        ds.crop_size = ds.resolution
-    for d in ds.dirs:
-        repeats, class_token = folder_repeats_and_class(d.path)
-        if d.repeats is None:
-            d.repeats = repeats or 1
-        if d.class_token is None:
-            d.class_token = class_token
-    tr = cfg.training
-    if tr.clip_skip is None:
-        tr.clip_skip = merged["clip_skip"]
-    if tr.mixed_precision is None:
-        tr.mixed_precision = merged["mixed_precision"]
-    if tr.gradient_checkpointing is None:
-        tr.gradient_checkpointing = merged["gradient_checkpointing"]
-    if cfg.network.alpha is None:
-        cfg.network.alpha = cfg.network.dim / 2
-    if cfg.network.conv_dim is not None and cfg.network.conv_alpha is None:
-        cfg.network.conv_alpha = cfg.network.conv_dim / 2
-    if cfg.optimizer.scheduler == "cosine_with_restarts" and cfg.optimizer.restarts is None:
-        cfg.optimizer.restarts = 1
-    if cfg.model.family == "flux" and cfg.flux is None:
-        cfg.flux = FluxSettings()
-    if cfg.save.output_name is None:
-        cfg.save.output_name = default_output_name(cfg)
-
-
-def default_output_name(cfg: Config) -> str:
-    """The LoRA name SeaArt would use: the dataset's name (first training folder, repeats prefix dropped)."""
-    first = next((d for d in cfg.dataset.dirs if not d.is_reg), cfg.dataset.dirs[0])
-    name = PurePath(first.path.rstrip("/\\")).name
-    _, class_token = folder_repeats_and_class(first.path)
-    if class_token:
-        name = class_token.split()[0]
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
-    return cleaned[:100] or "lora"
-
-
-Check = Callable[[Config], list[str]]
-
-
-# ---- errors: what cannot work ------------------------------------------------------------------
-
-
-def check_variant(cfg: Config) -> list[str]:
-    known = VARIANT_DEFAULTS[cfg.model.family]
-    if cfg.model.variant not in known:
-        return [
-            f"model.variant: '{cfg.model.variant}' is not a {cfg.model.family} variant; use one of {', '.join(known)}"
-        ]
-    return []
-
-
-def check_flux_files(cfg: Config) -> list[str]:
-    if cfg.model.family != "flux":
-        extra = [k for k in ("clip_l", "t5xxl", "ae") if getattr(cfg.model, k) is not None]
-        flux_section = (
-            ['flux: the [flux] section applies only to model.family = "flux"; remove it']
-            if (cfg.flux is not None)
-            else []
-        )
-        return [
-            f"model.{k}: only Flux uses a separate {k} file; remove it for {cfg.model.family}" for k in extra
-        ] + flux_section
-    return [
-        f"model.{k}: Flux needs the {k} file; set model.{k} to its path"
-        for k in ("clip_l", "t5xxl", "ae")
-        if getattr(cfg.model, k) is None
-    ]
-
-
-def check_v_prediction(cfg: Config) -> list[str]:
-    if cfg.model.family == "flux" and cfg.model.v_prediction:
-        return ["model.v_prediction: Flux is a flow model and has no v-prediction; remove it"]
-    return []
-
-
-def check_train_parts(cfg: Config) -> list[str]:
-    if cfg.network.train_unet_only and cfg.network.train_text_encoder_only:
-        return [
-            "network.train_unet_only: cannot be combined with network.train_text_encoder_only; keep at most one of them"
-        ]
-    return []
-
-
-def check_scheduler(cfg: Config) -> list[str]:
-    opt = cfg.optimizer
-    problems = []
-    if opt.scheduler == "constant" and opt.warmup_percent > 0:
-        problems.append(
-            "optimizer.warmup_percent: the constant scheduler cannot warm up; set it to 0 "
-            'or use scheduler = "constant_with_warmup"'
-        )
-    if opt.restarts is not None and opt.scheduler != "cosine_with_restarts":
-        problems.append(
-            "optimizer.restarts: only cosine_with_restarts uses restarts; remove it or set "
-            'scheduler = "cosine_with_restarts"'
-        )
-    return problems
-
-
-def check_family_options(cfg: Config) -> list[str]:
-    """Options a family's script ignores silently are errors here, never passed along."""
-    tr, fam = cfg.training, cfg.model.family
-    if fam != "flux":
-        return []
-    ignored = {
-        "training.weighted_captions": tr.weighted_captions,
-        "training.noise_offset": tr.noise_offset is not None,
-        "training.multires_noise_iterations": tr.multires_noise_iterations is not None,
-        "training.multires_noise_discount": tr.multires_noise_discount is not None,
-        "optimizer.min_snr_gamma": cfg.optimizer.min_snr_gamma is not None,
-        "training.clip_skip": tr.clip_skip is not None,
-        "training.max_token_length": tr.max_token_length != 75,
-        "network.block_dims": cfg.network.block_dims is not None,
-        "network.block_alphas": cfg.network.block_alphas is not None,
-        "network.block_lr_weights": cfg.network.block_lr_weights is not None,
-    }
-    return [
-        f"{key}: Flux training does not support this setting (sd-scripts would ignore or reject it); remove it"
-        for key, is_set in ignored.items()
-        if is_set
-    ]
-
-
-def check_text_encoder_cache(cfg: Config) -> list[str]:
-    tr = cfg.training
-    if not tr.cache_text_encoder_outputs:
-        return []
-    if cfg.model.family == "sd15":
-        return ["training.cache_text_encoder_outputs: only SDXL and Flux can cache text encoder outputs; remove it"]
-    problems = []
-    if tr.shuffle_tags:
-        problems.append(
-            "training.shuffle_tags: cached text encoder outputs cannot shuffle tags; set "
-            "shuffle_tags = false or cache_text_encoder_outputs = false"
-        )
-    if cfg.model.family == "sdxl" and not cfg.network.train_unet_only:
-        problems.append(
-            "training.cache_text_encoder_outputs: SDXL can cache text encoder outputs only "
-            "with network.train_unet_only = true"
-        )
-    if cfg.network.train_text_encoder_only:
-        problems.append(
-            "training.cache_text_encoder_outputs: cannot train only the text encoder from "
-            "cached outputs; turn one of them off"
-        )
-    return problems
-
-
-def check_fp8(cfg: Config) -> list[str]:
-    problems = []
-    if cfg.training.fp8_base and cfg.model.family == "sd15":
-        problems.append("training.fp8_base: only SDXL and Flux support fp8 base weights; remove it")
-    if cfg.training.fp8_base and cfg.training.mixed_precision == "no":
-        problems.append("training.fp8_base: needs mixed_precision fp16 or bf16")
-    return problems
-
-
-def check_block_wise(cfg: Config) -> list[str]:
-    net, fam = cfg.network, cfg.model.family
-    if fam == "flux":
-        return []  # reported by check_family_options
-    problems = []
-    dims_len = BLOCK_DIMS_LEN[fam]
-    if net.block_dims is not None and len(net.block_dims) != dims_len:
-        problems.append(f"network.block_dims: {fam} needs {dims_len} values, got {len(net.block_dims)}")
-    if net.block_alphas is not None:
-        if net.block_dims is None:
-            problems.append("network.block_alphas: needs network.block_dims")
-        elif len(net.block_alphas) != dims_len:
-            problems.append(f"network.block_alphas: {fam} needs {dims_len} values, got {len(net.block_alphas)}")
-    weights = net.block_lr_weights
-    if weights is not None:
-        lengths = dict(zip(("down", "mid", "up"), BLOCK_LR_LEN[fam], strict=True))
-        for part, expected in lengths.items():
-            value = getattr(weights, part)
-            if isinstance(value, list) and len(value) != expected:
-                problems.append(f"network.block_lr_weights.{part}: {fam} needs {expected} values, got {len(value)}")
-            if isinstance(value, list) and any(v < 0 for v in value):
-                problems.append(f"network.block_lr_weights.{part}: weights must be 0 or more")
-        if weights.down is None and weights.mid is None and weights.up is None:
-            problems.append("network.block_lr_weights: set at least one of down, mid, up")
-    if net.conv_alpha is not None and net.conv_dim is None:
-        problems.append("network.conv_alpha: needs network.conv_dim")
-    return problems
-
-
-def check_learning_rates(cfg: Config) -> list[str]:
-    opt, net = cfg.optimizer, cfg.network
-    problems = []
-    if net.train_unet_only and opt.unet_lr == 0:
-        problems.append("optimizer.unet_lr: is 0 while only the U-Net is trained, so nothing would learn")
-    if net.train_text_encoder_only and opt.text_encoder_lr == 0:
-        problems.append("optimizer.text_encoder_lr: is 0 while only the text encoder is trained")
-    return problems
-
-
-def check_buckets(cfg: Config) -> list[str]:
-    ds = cfg.dataset
-    assert ds.resolution is not None and ds.min_bucket_reso is not None and ds.max_bucket_reso is not None
-    problems = []
-    if ds.resolution % 8:
-        problems.append(f"dataset.resolution: {ds.resolution} must be a multiple of 8 (64 is best)")
-    if ds.enable_bucket:
-        if ds.min_bucket_reso > ds.resolution:
-            problems.append(
-                f"dataset.min_bucket_reso: {ds.min_bucket_reso} is above the resolution {ds.resolution}; lower it"
-            )
-        if ds.max_bucket_reso < ds.resolution:
-            problems.append(
-                f"dataset.max_bucket_reso: {ds.max_bucket_reso} is below the resolution {ds.resolution}; raise it"
-            )
-        for key in ("min_bucket_reso", "max_bucket_reso"):
-            if getattr(ds, key) % 64:
-                problems.append(f"dataset.{key}: must be a multiple of 64 (the bucket step)")
-    if ds.crop == "none" and ds.crop_size is not None:
-        problems.append('dataset.crop_size: only used with crop = "center" or "focus"; remove it')
-    if not any(not d.is_reg for d in ds.dirs):
-        problems.append("dataset.dirs: every folder is is_reg = true; add a folder of training images")
-    paths = [d.path for d in ds.dirs]
-    for dup in sorted({p for p in paths if paths.count(p) > 1}):
-        problems.append(f"dataset.dirs: '{dup}' is listed twice (sd-scripts would skip the second)")
-    return problems
-
-
-def check_sampling(cfg: Config) -> list[str]:
-    problems = []
-    for i, prompt in enumerate(cfg.sampling.prompts):
-        for key in ("text", "negative"):
-            if "\n" in getattr(prompt, key) or "\r" in getattr(prompt, key):
-                problems.append(f"sampling.prompts.{i}.{key}: must be a single line")
-    if cfg.sampling.prompts and cfg.sampling.every_n_epochs > cfg.training.epochs:
-        problems.append(
-            f"sampling.every_n_epochs: {cfg.sampling.every_n_epochs} is more than training.epochs "
-            f"({cfg.training.epochs}), so no samples would be made; lower it or set 0"
-        )
-    return problems
-
-
-def check_distributed(cfg: Config) -> list[str]:
-    run = cfg.run
-    problems = []
-    if run.num_machines > 1 and not run.main_process_ip:
-        problems.append("run.main_process_ip: a multi-machine run needs the main machine's address")
-    if run.machine_rank >= run.num_machines:
-        problems.append(f"run.machine_rank: must be below run.num_machines ({run.num_machines})")
-    if run.num_processes < run.num_machines:
-        problems.append("run.num_processes: counts processes on all machines, so it cannot be below num_machines")
-    if isinstance(run.gpu_ids, list):
-        if run.num_machines == 1 and len(run.gpu_ids) < run.num_processes:
-            problems.append(f"run.gpu_ids: lists {len(run.gpu_ids)} GPUs for {run.num_processes} processes")
-        if len(set(run.gpu_ids)) != len(run.gpu_ids) or any(g < 0 for g in run.gpu_ids):
-            problems.append("run.gpu_ids: must be distinct GPU indices (0, 1, …)")
-    return problems
-
-
-def check_extra_args(cfg: Config) -> list[str]:
-    # sd-scripts reuses `*.npz` caches beside the images by key presence only, so after re-tagging or
-    # editing images it silently trains on stale latents/captions; we cache in memory, per run.
-    return [
-        f"run.extra_args.{key}: disk caches beside the images go stale after re-tagging or image edits "
-        "and sd-scripts reuses them anyway; remove it (kohya_wrap caches in memory, per run)"
-        for key in ("cache_latents_to_disk", "cache_text_encoder_outputs_to_disk")
-        if key in cfg.run.extra_args
-    ]
-
-
-ERROR_CHECKS: tuple[Check, ...] = (
-    check_variant,
-    check_flux_files,
-    check_v_prediction,
-    check_train_parts,
-    check_scheduler,
-    check_family_options,
-    check_text_encoder_cache,
-    check_fp8,
-    check_block_wise,
-    check_learning_rates,
-    check_buckets,
-    check_sampling,
-    check_distributed,
-    check_extra_args,
-)
-
-
-# ---- warnings: SeaArt's advice and quiet traps ---------------------------------------------------
-
-
-def check_alpha_vs_dim(cfg: Config) -> list[str]:
-    net = cfg.network
-    assert net.alpha is not None
-    if net.alpha > net.dim:
-        return [
-            f"network.alpha: {net.alpha:g} is above dim {net.dim}, which scales updates up; SeaArt advises "
-            f"alpha ≤ dim, commonly dim / 2 = {net.dim / 2:g}"
-        ]
-    return []
-
-
-def check_adaptive_lr(cfg: Config) -> list[str]:
-    opt = cfg.optimizer
-    if opt.type not in ADAPTIVE_OPTIMIZERS:
-        return []
-    messages = []
-    lrs = {"learning_rate": opt.learning_rate, "unet_lr": opt.unet_lr, "text_encoder_lr": opt.text_encoder_lr}
-    for key, lr in lrs.items():
-        if lr is not None and lr != 1.0:
-            messages.append(f"optimizer.{key}: {opt.type} finds its own step size and wants 1.0, not {lr:g}")
-    if opt.unet_lr is not None and opt.text_encoder_lr is not None and opt.unet_lr != opt.text_encoder_lr:
-        messages.append(
-            f"optimizer.text_encoder_lr: {opt.type} uses only the first LR group, so separate "
-            "U-Net and text encoder LRs are not honoured"
-        )
-    return messages
-
-
-def check_clip_skip(cfg: Config) -> list[str]:
-    tr, fam, variant = cfg.training, cfg.model.family, cfg.model.variant
-    if fam == "sd15" and tr.clip_skip != 2:
-        return [f"training.clip_skip: {tr.clip_skip} on SD1.5; SeaArt advises 2 (anime models are trained with it)"]
-    if fam == "sdxl" and tr.clip_skip != 1 and variant != "pony":
-        return [
-            f"training.clip_skip: {tr.clip_skip} on SDXL; SDXL training ignores it (only samples use it), "
-            "SeaArt advises 1"
-        ]
-    return []
-
-
-def check_precision(cfg: Config) -> list[str]:
-    if cfg.training.mixed_precision == "fp16" and cfg.model.family in ("sdxl", "flux"):
-        return [
-            f"training.mixed_precision: fp16 on {cfg.model.family} risks NaN loss and black samples; "
-            "use bf16 where the GPU supports it"
-        ]
-    return []
-
-
-def check_batch_size(cfg: Config) -> list[str]:
-    bs = cfg.training.batch_size
-    if bs >= 8:
-        return [
-            f"training.batch_size: {bs} averages features across many images and needs much more VRAM; "
-            "SeaArt advises starting at 2"
-        ]
-    return []
-
-
-def check_unused_learning_rates(cfg: Config) -> list[str]:
-    opt, net = cfg.optimizer, cfg.network
-    messages = []
-    if net.train_unet_only and opt.text_encoder_lr is not None:
-        messages.append("optimizer.text_encoder_lr: ignored because network.train_unet_only = true")
-    if net.train_text_encoder_only and opt.unet_lr is not None:
-        messages.append("optimizer.unet_lr: ignored because network.train_text_encoder_only = true")
-    if opt.type == "Adafactor" and "relative_step" in opt.args and opt.args["relative_step"] is True:
-        messages.append(
-            "optimizer.args: Adafactor with relative_step = true ignores learning_rate, unet_lr, "
-            "text_encoder_lr and the scheduler"
-        )
-    return messages
-
-
-def check_noise(cfg: Config) -> list[str]:
-    tr = cfg.training
-    if tr.multires_noise_discount is not None and tr.multires_noise_iterations is None:
-        return ["training.multires_noise_discount: has no effect without multires_noise_iterations"]
-    return []
-
-
-def check_captions(cfg: Config) -> list[str]:
-    tr, trigger = cfg.training, cfg.tagging.trigger_word
-    messages = []
-    if trigger and tr.shuffle_tags and tr.keep_tokens == 0:
-        messages.append(
-            f"training.keep_tokens: 0 lets shuffling move the trigger word '{trigger}' away from "
-            "the front; set keep_tokens = 1"
-        )
-    if trigger and cfg.sampling.prompts and not any(trigger in p.text for p in cfg.sampling.prompts):
-        messages.append(
-            f"sampling.prompts: no prompt contains the trigger word '{trigger}', so the samples "
-            "will not show what the LoRA learned"
-        )
-    return messages
-
-
-def check_family_quirks(cfg: Config) -> list[str]:
-    messages = []
-    if cfg.model.family == "flux" and cfg.training.attention != "sdpa":
-        messages.append("training.attention: Flux training ignores the attention setting")
-    if cfg.optimizer.type == "DAdaptation" or cfg.optimizer.type == "DAdaptAdam":
-        messages.append(
-            f"optimizer.type: {cfg.optimizer.type} needs the 'dadaptation' package, which "
-            "sd-scripts does not install; run `pip install dadaptation` in its interpreter"
-        )
-    if cfg.save.every_n_epochs >= cfg.training.epochs and cfg.training.epochs > 1:
-        messages.append(
-            f"save.every_n_epochs: {cfg.save.every_n_epochs} with {cfg.training.epochs} epochs "
-            "saves only the last epoch, so there is nothing to compare"
-        )
-    if cfg.model.family == "sdxl" and cfg.model.v_prediction and cfg.model.variant not in ("noobai-vpred",):
-        messages.append(
-            "model.v_prediction: set only for v-prediction checkpoints; an eps model trained as "
-            "v-prediction learns noise"
-        )
-    return messages
-
-
-WARNING_CHECKS: tuple[Check, ...] = (
-    check_alpha_vs_dim,
-    check_adaptive_lr,
-    check_clip_skip,
-    check_precision,
-    check_batch_size,
-    check_unused_learning_rates,
-    check_noise,
-    check_captions,
-    check_family_quirks,
-)

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import ast
 import copy
 import difflib
 import os
 import tomllib
-import types
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from kohya_wrap.config.models import Config
+from kohya_wrap.config import checks
+from kohya_wrap.config.defaults import resolve
+from kohya_wrap.config.messages import validation_lines
+from kohya_wrap.config.models import Config, Settings
 from kohya_wrap.errors import ConfigError
 
 # Config keys that hold local paths: relative ones are read relative to the config file's folder.
@@ -34,9 +34,10 @@ PATH_KEYS = (
 
 
 def templates_dir() -> Path:
-    """The presets folder: $KOHYA_WRAP_TEMPLATES, else `templates/` beside the package."""
+    """The presets folder: $KOHYA_WRAP_TEMPLATES, else the package's own `templates/` (shipped in the wheel;
+    the repository's top-level `templates` links to it)."""
     env = os.environ.get("KOHYA_WRAP_TEMPLATES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "templates"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "templates"
 
 
 def list_presets() -> list[tuple[str, str]]:
@@ -66,7 +67,8 @@ def preset_path(name: str) -> Path:
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     try:
-        text = path.read_text("utf-8")
+        # utf-8-sig: editors on Windows save a byte-order mark, which TOML itself does not allow.
+        text = path.read_text("utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{what}: file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -138,16 +140,31 @@ def resolve_paths(doc: dict[str, Any], base: Path) -> dict[str, Any]:
     dirs = result.get("dataset", {}).get("dirs") if isinstance(result.get("dataset"), dict) else None
     if isinstance(dirs, list):
         for entry in dirs:
-            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            # A blank path stays blank, for the settings to refuse, instead of becoming `base` itself.
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"].strip():
                 entry["path"] = str((base / os.path.expanduser(entry["path"])).resolve())
     return result
 
 
+def preset_document(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's values, path-resolved; a preset that names another (`preset = "…"`) builds on that one."""
+    if name in chain:
+        raise ConfigError(f"preset {chain[-1]}: presets name each other in a loop ({' → '.join((*chain, name))})")
+    path = preset_path(name)
+    doc = resolve_paths(read_toml(path, f"preset {name}"), path.parent)
+    inner = doc.pop("preset", None)
+    if inner is None:
+        return doc
+    if not isinstance(inner, str):
+        raise ConfigError(f'preset {name}: `preset` must be a preset name, e.g. "sd15-character"')
+    return deep_merge(preset_document(inner, (*chain, name)), doc)
+
+
 @dataclass(frozen=True)
 class LoadedConfig:
+    """A config loaded from its preset, file and overrides, validated and resolved."""
+
     config: Config
-    source: Path | None
-    resolved: dict[str, Any]
 
 
 def compose(config_path: Path | None, overrides: Iterable[str] = (), preset: str | None = None) -> dict[str, Any]:
@@ -163,8 +180,7 @@ def compose(config_path: Path | None, overrides: Iterable[str] = (), preset: str
     if name is not None:
         if not isinstance(name, str):
             raise ConfigError('preset: must be a preset name, e.g. "sd15-character"')
-        path = preset_path(name)
-        doc = resolve_paths(read_toml(path, f"preset {name}"), path.parent)
+        doc = preset_document(name)
     merged = deep_merge(deep_merge(doc, user), override_doc)
     if name is not None:
         # --preset wins over the file's `preset`; record the one whose values were used.
@@ -173,111 +189,18 @@ def compose(config_path: Path | None, overrides: Iterable[str] = (), preset: str
 
 
 def validate(doc: Mapping[str, Any]) -> Config:
+    """Check a composed document field by field, apply the defaults, then the cross-field rules."""
     try:
-        return Config.model_validate(doc)
+        settings = Settings.model_validate(doc)
     except ValidationError as exc:
         raise ConfigError(*validation_lines(exc)) from None
+    cfg = resolve(settings)
+    problems = checks.errors(cfg)
+    if problems:
+        raise ConfigError(*problems)
+    return cfg
 
 
 def load_config(config_path: Path | None, overrides: Iterable[str] = (), preset: str | None = None) -> LoadedConfig:
     doc = compose(config_path, overrides, preset)
-    return LoadedConfig(config=validate(doc), source=config_path, resolved=doc)
-
-
-def validation_lines(exc: ValidationError) -> list[str]:
-    """Pydantic errors as `section.key: message` lines (cross-field errors already read that way)."""
-    lines: list[str] = []
-    unions: dict[tuple[int | str, ...], list[Any]] = {}
-    for err in exc.errors(include_url=False):
-        depth = _field_depth(err["loc"])
-        if depth < len(err["loc"]):
-            # One error per form a union accepts (`list[float]`, `literal[...]`): said once, below.
-            unions.setdefault(err["loc"][:depth], []).append(err)
-            continue
-        loc = ".".join(str(part) for part in err["loc"])
-        message = err["msg"]
-        if err["type"] == "value_error":
-            message = message.removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = _unknown_key_message(err["loc"])
-        elif err["type"] == "missing":
-            message = "required; add it to the config"
-        elif err["type"] == "literal_error" or err["type"].endswith("_type"):
-            message = f"{message} (got {err.get('input')!r})"
-        if loc:
-            lines.extend(f"{loc}: {m}" for m in message.split("\n"))
-        else:
-            lines.extend(message.split("\n"))
-    for where, errors in unions.items():
-        forms = list(dict.fromkeys(_describe_form(str(err["loc"][len(where)])) for err in errors))
-        whole = [err["input"] for err in errors if len(err["loc"]) == len(where) + 1]
-        got = f", got {whole[0]!r}" if whole else ""
-        expected = ", ".join(forms[:-1]) + " or " + forms[-1] if len(forms) > 1 else forms[0]
-        lines.append(f"{'.'.join(str(part) for part in where)}: expected {expected}{got}")
-    return lines
-
-
-_FORM_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
-_LIST_WORDS = {"bool": "booleans", "int": "integers", "float": "numbers", "str": "strings"}
-
-
-def _describe_form(tag: str) -> str:
-    """Words for a pydantic union-member tag such as `list[float]` or `literal['all']`."""
-    if tag.startswith("literal[") and tag.endswith("]"):
-        try:
-            values = ast.literal_eval("[" + tag.removeprefix("literal[").removesuffix("]") + "]")
-        except (ValueError, SyntaxError):
-            return tag
-        return "one of " + ", ".join(repr(v) for v in values)
-    if tag.startswith("list[") and tag.endswith("]"):
-        item = tag.removeprefix("list[").removesuffix("]")
-        return "a list of " + _LIST_WORDS.get(item, item)
-    return _FORM_WORDS.get(tag, tag)
-
-
-def _field_depth(loc: tuple[int | str, ...]) -> int:
-    """How many leading parts of an error location are fields, list indices or dict keys of Config;
-    the parts after them are pydantic's tags for the members of a union."""
-    annotation: Any = Config
-    for depth, part in enumerate(loc):
-        args = tuple(a for a in typing.get_args(annotation) if a is not type(None))
-        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-            if len(args) > 1:
-                return depth
-            annotation = args[0]
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(str(part))
-            if field is None:
-                return len(loc)  # an unknown key: reported as such
-            annotation = field.annotation
-        elif typing.get_origin(annotation) in (list, dict):
-            annotation = typing.get_args(annotation)[-1]
-        else:
-            return len(loc)
-    return len(loc)
-
-
-def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
-    model: Any = Config
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
-            break
-        model = _model_of(field.annotation)
-    names = list(model.model_fields) if hasattr(model, "model_fields") else []
-    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
-    suggestion = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown key{suggestion}"
-
-
-def _model_of(annotation: Any) -> Any:
-    """The Pydantic model inside an annotation such as `X | None` or `list[X]`."""
-    if hasattr(annotation, "model_fields"):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
+    return LoadedConfig(config=validate(doc))

@@ -9,7 +9,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kohya_wrap.data.dataset import list_images
+from kohya_wrap.config.tagger_defaults import AUTO_PRUNE_MIN_SHARE
+from kohya_wrap.data.dataset import broken_image_links, broken_links_message, list_images
 from kohya_wrap.errors import DatasetError
 from kohya_wrap.files import write_atomic, write_new_file
 
@@ -19,7 +20,7 @@ BACKUP_DIR = ".kohya_wrap-backup"
 # SeaArt walkthrough's character tags (green_hair, suspenders, …) are in nearly every image, while pose
 # and background tags vary. 0.6 leaves room for the tagger missing a trait in up to 40 % of the images
 # (occlusion, close-ups, thresholds) without catching a pose that merely half the images share.
-DEFAULT_MIN_SHARE = 0.6
+DEFAULT_MIN_SHARE = AUTO_PRUNE_MIN_SHARE
 # Below this many captions every tag is "shared", so proposals would be noise.
 MIN_IMAGES_TO_PRUNE = 3
 # Tags that describe the picture, not the character: frequent in any dataset, yet worth keeping
@@ -54,11 +55,36 @@ def caption_path(image: Path, extension: str = ".txt") -> Path:
     return image.with_suffix(extension)
 
 
-def read_caption(path: Path) -> list[str]:
+def read_caption_text(path: Path) -> str:
+    """The caption file's text; sd-scripts reads captions as UTF-8 only, so anything else is refused here."""
     try:
-        return parse_caption(path.read_text("utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as exc:
+        return path.read_text("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DatasetError(
+            f"{path}: not UTF-8 text (sd-scripts reads captions as UTF-8 only and stops on it); save it as UTF-8"
+        ) from None
+    except OSError as exc:
         raise DatasetError(f"{path}: cannot read this caption ({exc.__class__.__name__}); fix or delete it") from None
+
+
+def first_line(text: str) -> str:
+    """The part of a caption sd-scripts trains on: its first line (it ignores the others)."""
+    return text.split("\n", 1)[0]
+
+
+def has_more_lines(text: str) -> bool:
+    """The caption has text after its first line, which sd-scripts ignores."""
+    return bool(text.split("\n", 1)[1:] and text.split("\n", 1)[1].strip())
+
+
+def read_caption(path: Path) -> list[str]:
+    """The tags of a caption file as sd-scripts sees them: its first line only."""
+    return parse_caption(first_line(read_caption_text(path)))
+
+
+def several_lines(paths: Iterable[Path]) -> list[Path]:
+    """The caption files among `paths` with text after the first line (sd-scripts reads only the first)."""
+    return [path for path in paths if has_more_lines(read_caption_text(path))]
 
 
 def write_caption(path: Path, tags: Sequence[str], overwrite: bool = False) -> None:
@@ -80,6 +106,9 @@ def find_images(folder: Path) -> list[Path]:
     """The images in `folder` (PNG, JPEG, WebP, BMP; not recursive), or a DatasetError saying why none."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found" if not folder.exists() else f"{folder}: not a folder")
+    broken = broken_image_links(folder)
+    if broken:
+        raise DatasetError(broken_links_message(str(folder), broken))
     images = list_images(folder)
     if not images:
         raise DatasetError(f"{folder}: no images (PNG, JPEG, WebP or BMP) in this folder")
@@ -135,6 +164,19 @@ def with_trigger(tags: Sequence[str], trigger: str | None) -> list[str]:
     return [trigger.strip()] + [t for t in tags if tag_key(t) != key]
 
 
+def leading_tag(captions: Iterable[Sequence[str]]) -> str | None:
+    """The trigger word the captions already carry: the tag that leads every one of them.
+
+    Generic tags (1girl, solo, … in DEFAULT_KEEP) are not taken for one: a tagger run without a trigger
+    word often puts 1girl first in every caption. At least two captions are needed to tell.
+    """
+    firsts = [tags[0] for tags in captions if tags]
+    keys = {tag_key(tag) for tag in firsts}
+    if len(firsts) < 2 or len(keys) != 1 or keys & {tag_key(t) for t in DEFAULT_KEEP}:
+        return None
+    return firsts[0]
+
+
 def remove_tags(tags: Sequence[str], remove: Collection[str]) -> list[str]:
     keys = {tag_key(t) for t in remove}
     return [t for t in tags if tag_key(t) not in keys]
@@ -148,16 +190,23 @@ def replace_tags(tags: Sequence[str], replace: Mapping[str, str]) -> list[str]:
 
 @dataclass(frozen=True)
 class CaptionEdit:
-    """Bulk changes applied to every caption, in this order: replace, remove, trigger word first."""
+    """Bulk changes applied to every caption, in this order: replace, remove, trigger word first.
+
+    `previous_trigger` (the trigger word the captions carry, see `leading_tag`) is dropped when another
+    `trigger` is given, so a new trigger word replaces the old one instead of stacking in front of it.
+    """
 
     remove: frozenset[str] = field(default_factory=frozenset)
     replace: Mapping[str, str] = field(default_factory=dict)
     trigger: str | None = None
+    previous_trigger: str | None = None
 
     def apply(self, tags: Sequence[str]) -> list[str]:
         edited = replace_tags(tags, self.replace) if self.replace else dedupe(tags)
         if self.remove:
             edited = remove_tags(edited, self.remove)
+        if self.trigger and self.previous_trigger and tag_key(self.previous_trigger) != tag_key(self.trigger):
+            edited = remove_tags(edited, [self.previous_trigger])
         # Never strip the trigger word, even when a prune list happens to contain it.
         return with_trigger(edited, self.trigger) if self.trigger else edited
 
@@ -234,6 +283,22 @@ def propose_prune(
         return ()
     kept = {tag_key(t) for t in keep} | ({tag_key(trigger)} if trigger else set())
     return tuple(c.tag for c in stats.tags if c.share >= min_share and tag_key(c.tag) not in kept)
+
+
+@dataclass(frozen=True)
+class PruneProposal:
+    tags: tuple[str, ...]
+    kept_trigger: str | None  # the tag leading every caption, kept as the trigger word (none was given)
+
+
+def prune_proposal(
+    stats: TagStats, min_share: float, keep: Collection[str], trigger: str | None, leading: str | None
+) -> PruneProposal:
+    """`propose_prune` that never proposes the trigger word: the given one, else the tag leading every caption
+    (see `leading_tag`), which is then named so that keeping it is never silent."""
+    tags = propose_prune(stats, min_share, keep, trigger or leading)
+    kept = leading if not trigger and leading and propose_prune(stats, min_share, keep) != tags else None
+    return PruneProposal(tags, kept)
 
 
 def parse_replacements(items: Iterable[str]) -> dict[str, str]:

@@ -11,6 +11,8 @@ from pathlib import Path
 import imagesize  # type: ignore[import-untyped]
 
 from kohya_wrap.config.models import Config
+from kohya_wrap.data.holdout import Holdout, hold_out
+from kohya_wrap.data.names import file_names
 from kohya_wrap.errors import DatasetError
 
 # What sd-scripts' DreamBooth dataset globs (any case), non-recursively.
@@ -37,6 +39,9 @@ class FolderReport:
     images: tuple[ImageInfo, ...]
     other_captions: tuple[Path, ...]  # captions with another extension than the configured one
     empty_captions: tuple[Path, ...]
+    not_utf8: tuple[Path, ...] = ()  # captions sd-scripts cannot decode
+    several_lines: tuple[Path, ...] = ()  # captions with text after the first line, which sd-scripts ignores
+    with_bom: tuple[Path, ...] = ()  # captions starting with a byte-order mark, which sd-scripts keeps
 
     @property
     def missing_captions(self) -> tuple[Path, ...]:
@@ -58,6 +63,7 @@ class StepPlan:
     num_processes: int
     total_steps: int
     buckets: tuple[tuple[tuple[int, int], int], ...]  # ((width, height), images incl. repeats)
+    validation_images: int = 0  # held out for validation loss (0: the run measures none)
 
     @property
     def seaart_cost(self) -> int:
@@ -69,6 +75,7 @@ class StepPlan:
 class DatasetReport:
     folders: tuple[FolderReport, ...]
     caption_extension: str
+    holdout: Holdout | None = None  # the images sd-scripts holds out for validation.split
 
     @property
     def train_images(self) -> int:
@@ -82,25 +89,59 @@ class DatasetReport:
                 messages.append(
                     f"dataset.dirs.{f.index}.path: {len(missing)} of {len(f.images)} images have no "
                     f"{self.caption_extension} caption and will be captioned '{f.class_token}': "
-                    f"{_names(missing)}"
+                    f"{file_names(missing)}"
                 )
             elif missing:
                 messages.append(
                     f"dataset.dirs.{f.index}.path: {len(missing)} of {len(f.images)} images have no "
-                    f"{self.caption_extension} caption and train with an empty one: {_names(missing)}; "
+                    f"{self.caption_extension} caption and train with an empty one: {file_names(missing)}; "
                     "run `kohya-wrap tag` on the folder"
                 )
+            if f.several_lines:
+                messages.append(
+                    f"dataset.dirs.{f.index}.path: {len(f.several_lines)} captions have several lines and "
+                    f"sd-scripts trains on the first line only: {file_names(f.several_lines)}; put all tags on one line"
+                )
+            if f.with_bom:
+                messages.append(
+                    f"dataset.dirs.{f.index}.path: {len(f.with_bom)} captions start with a byte-order mark, "
+                    f"which sd-scripts keeps as part of the first tag: {file_names(f.with_bom)}; save them as UTF-8 "
+                    "without BOM"
+                )
+        if self.holdout is not None:
+            messages += self.holdout.warnings()
         return messages
 
+    @property
+    def validation_images(self) -> int:
+        """Images held out for validation loss; 0 when the split holds out none worth measuring."""
+        return self.holdout.validation_images if self.holdout is not None and self.holdout.used else 0
 
-def _names(paths: Sequence[Path], limit: int = 5) -> str:
-    shown = ", ".join(p.name for p in paths[:limit])
-    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+    def training_part(self, folder: FolderReport) -> tuple[ImageInfo, ...]:
+        """The images of `folder` that sd-scripts trains on: all of them unless validation holds some out."""
+        holdout = self.holdout if self.holdout is not None and self.holdout.used else None
+        split = next((f for f in holdout.folders if f.index == folder.index), None) if holdout else None
+        if split is None:
+            return folder.images
+        kept = set(split.train)
+        return tuple(info for info in folder.images if info.path in kept)
 
 
 def list_images(folder: Path) -> list[Path]:
     """The images sd-scripts reads: its glob takes `.png` and `.PNG` but not `.Png`."""
     return sorted(p for p in folder.iterdir() if _is_image_name(p) and p.is_file())
+
+
+def broken_image_links(folder: Path) -> list[Path]:
+    """Image-named links whose target is missing: sd-scripts lists them and then fails on them."""
+    return sorted(p for p in folder.iterdir() if _is_image_name(p) and p.is_symlink() and not p.exists())
+
+
+def broken_links_message(where: str, broken: Sequence[Path]) -> str:
+    return (
+        f"{where}: links to missing images (sd-scripts would list them and then stop): {file_names(broken)}; "
+        "fix or remove them"
+    )
 
 
 def _is_image_name(path: Path) -> bool:
@@ -132,8 +173,11 @@ def scan_folder(
     if skipped:
         raise DatasetError(
             f"{where}: sd-scripts reads only lower- or upper-case extensions (.png or .PNG) "
-            f"and would skip {_names(skipped)}; rename them"
+            f"and would skip {file_names(skipped)}; rename them"
         )
+    broken = broken_image_links(folder)
+    if broken:
+        raise DatasetError(broken_links_message(where, broken))
     images = list_images(folder)
     if not images:
         nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and list_images(p))
@@ -146,11 +190,27 @@ def scan_folder(
     infos: list[ImageInfo] = []
     other: list[Path] = []
     empty: list[Path] = []
+    not_utf8: list[Path] = []
+    several: list[Path] = []
+    bom: list[Path] = []
     for image in images:
         caption = image.with_suffix(caption_extension)
         has_caption = caption.is_file()
-        if has_caption and caption.stat().st_size == 0:
-            empty.append(caption)
+        if has_caption:
+            # Read as sd-scripts does: UTF-8, and only the first line is the caption.
+            data = caption.read_bytes()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                not_utf8.append(caption)
+                text = ""
+            if not data:
+                empty.append(caption)
+            elif text.startswith("\ufeff"):
+                bom.append(caption)
+            lines = text.split("\n", 1)
+            if len(lines) > 1 and lines[1].strip():
+                several.append(caption)
         if not has_caption:
             other.extend(
                 alt
@@ -160,7 +220,19 @@ def scan_folder(
                 if alt.is_file()
             )
         infos.append(ImageInfo(image, read_size(image), caption if has_caption else None))
-    return FolderReport(index, folder, repeats, is_reg, class_token, tuple(infos), tuple(other), tuple(empty))
+    return FolderReport(
+        index,
+        folder,
+        repeats,
+        is_reg,
+        class_token,
+        tuple(infos),
+        tuple(other),
+        tuple(empty),
+        tuple(not_utf8),
+        tuple(several),
+        tuple(bom),
+    )
 
 
 def scan(cfg: Config) -> DatasetReport:
@@ -168,16 +240,20 @@ def scan(cfg: Config) -> DatasetReport:
     ext = cfg.dataset.caption_extension
     folders = []
     for i, d in enumerate(cfg.dataset.dirs):
-        assert d.repeats is not None
         folders.append(scan_folder(i, Path(d.path), d.repeats, d.is_reg, d.class_token, ext))
     problems = []
     for f in folders:
         where = f"dataset.dirs.{f.index}.path"
         if f.unreadable:
-            problems.append(f"{where}: cannot read these images (corrupt or not images): {_names(f.unreadable)}")
+            problems.append(f"{where}: cannot read these images (corrupt or not images): {file_names(f.unreadable)}")
+        if f.not_utf8:
+            problems.append(
+                f"{where}: captions that are not UTF-8 text (sd-scripts reads UTF-8 only and stops on them): "
+                f"{file_names(f.not_utf8)}; save them as UTF-8"
+            )
         if f.empty_captions:
             problems.append(
-                f"{where}: empty caption files make sd-scripts stop: {_names(f.empty_captions)}; "
+                f"{where}: empty caption files make sd-scripts stop: {file_names(f.empty_captions)}; "
                 "write tags into them or delete them"
             )
         if f.other_captions:
@@ -187,9 +263,13 @@ def scan(cfg: Config) -> DatasetReport:
                 f"dataset.caption_extension is {ext}, so they would be ignored; set "
                 f'caption_extension = "{found[0]}" or rename them'
             )
+    holdout = None
+    if cfg.validation.split > 0:
+        training = [(f.index, [info.path for info in f.images]) for f in folders if not f.is_reg]
+        holdout = hold_out(training, cfg.validation.split, cfg.validation.seed)
     if problems:
         raise DatasetError(*problems)
-    return DatasetReport(tuple(folders), ext)
+    return DatasetReport(tuple(folders), ext, holdout)
 
 
 def bucket_resolutions(resolution: int, min_size: int, max_size: int, step: int = BUCKET_STEP) -> list[tuple[int, int]]:
@@ -218,7 +298,6 @@ def assign_bucket(size: tuple[int, int], resos: Sequence[tuple[int, int]]) -> tu
 def plan_steps(cfg: Config, report: DatasetReport) -> StepPlan:
     """Steps as sd-scripts counts them: batches per bucket, summed, times epochs, over processes."""
     ds, bs = cfg.dataset, cfg.training.batch_size
-    assert ds.resolution is not None and ds.min_bucket_reso is not None and ds.max_bucket_reso is not None
     resos = bucket_resolutions(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso)
     counts: Counter[tuple[int, int]] = Counter()
     square = (ds.resolution, ds.resolution)
@@ -230,10 +309,10 @@ def plan_steps(cfg: Config, report: DatasetReport) -> StepPlan:
                 reso = assign_bucket(info.size, resos)
             counts[reso] += repeats
 
-    train = [f for f in report.folders if not f.is_reg]
-    for f in train:
-        add(f.images, f.repeats)
-    train_total = sum(len(f.images) * f.repeats for f in train)
+    train = [(report.training_part(f), f.repeats) for f in report.folders if not f.is_reg]
+    for images, repeats in train:
+        add(images, repeats)
+    train_total = sum(len(images) * repeats for images, repeats in train)
     reg = [(info, f.repeats) for f in report.folders if f.is_reg for info in f.images]
     reg_repeats = [0] * len(reg)
     reg_total, first_pass = 0, True
@@ -254,7 +333,7 @@ def plan_steps(cfg: Config, report: DatasetReport) -> StepPlan:
     batches = sum(math.ceil(n / bs) for n in counts.values())
     epochs, procs = cfg.training.epochs, cfg.run.num_processes
     return StepPlan(
-        images=sum(len(f.images) for f in train),
+        images=sum(len(images) for images, _ in train),
         images_with_repeats=train_total,
         reg_images_with_repeats=reg_total,
         batch_size=bs,
@@ -263,4 +342,5 @@ def plan_steps(cfg: Config, report: DatasetReport) -> StepPlan:
         num_processes=procs,
         total_steps=epochs * math.ceil(batches / procs),
         buckets=tuple(sorted(counts.items())),
+        validation_images=report.validation_images,
     )

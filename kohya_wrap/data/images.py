@@ -19,6 +19,7 @@ from kohya_wrap.config.models import CropMode
 from kohya_wrap.data.captions import find_images
 from kohya_wrap.data.dataset import KNOWN_CAPTION_EXTENSIONS
 from kohya_wrap.errors import DatasetError
+from kohya_wrap.files import creatable_problem
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom, as PIL crops
 # The focus map is computed on a thumbnail: saliency needs shapes, not pixels, and this keeps it ~ms.
@@ -295,6 +296,24 @@ class PreparedImage:
     box: Box | None  # the crop taken from the upright source; None when copied as is
 
 
+def prepared_names(source: Path, target: Path, crop: CropMode, size: int | None) -> dict[Path, str]:
+    """Check that `prepare_folder` can write `source`'s copies into `target` (writing nothing); image → new name."""
+    if crop != "none" and size is None:
+        raise DatasetError(f"--crop {crop}: needs a crop size (e.g. 512 for SD1.5, 1024 for SDXL)")
+    if target.exists() or target.is_symlink():
+        raise DatasetError(f"{target}: already exists; prepared images go into a new folder, so choose "
+                           "another one or delete it")  # fmt: skip
+    if problem := creatable_problem(target):
+        raise DatasetError(f"{problem}; choose another folder for the prepared images")
+    images = find_images(source)
+    names = {image: image.name if crop == "none" else image.stem + ".png" for image in images}
+    clashes = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
+    if clashes:
+        raise DatasetError(f"{source}: several images would be written as {', '.join(clashes)}; rename them "
+                           "so their names differ before the extension")  # fmt: skip
+    return names
+
+
 def prepare_folder(
     source: Path,
     target: Path,
@@ -309,17 +328,8 @@ def prepare_folder(
     on white. Originals are never touched. The folder appears only when complete, so a failure (an
     unreadable image, named in the error) leaves nothing half-written behind.
     """
-    if crop != "none" and size is None:
-        raise DatasetError(f"--crop {crop}: needs a crop size (e.g. 512 for SD1.5, 1024 for SDXL)")
-    if target.exists():
-        raise DatasetError(f"{target}: already exists; prepared images go into a new folder, so choose "
-                           "another one or delete it")  # fmt: skip
-    images = find_images(source)
-    names = {image: image.name if crop == "none" else image.stem + ".png" for image in images}
-    clashes = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
-    if clashes:
-        raise DatasetError(f"{source}: several images would be written as {', '.join(clashes)}; rename them "
-                           "so their names differ before the extension")  # fmt: skip
+    names = prepared_names(source, target, crop, size)
+    images = list(names)
     partial = target.parent / f".{target.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

@@ -16,27 +16,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kohya_wrap.config.models import Config, TaggingSettings
-from kohya_wrap.data.captions import (
-    DEFAULT_KEEP,
-    CaptionEdit,
-    TagStats,
-    apply_plan,
-    backup_captions,
-    caption_path,
-    find_images,
-    load_captions,
-    plan_edit,
-    propose_prune,
-    tag_key,
-    tag_stats,
-    with_trigger,
-    write_caption,
-)
-from kohya_wrap.data.images import open_image, pad_square, prepare_folder, resize_pixels
+from kohya_wrap.config.models import TaggingSettings
+from kohya_wrap.config.tagger_defaults import CHARACTER_THRESHOLD, GENERAL_THRESHOLD, TAGGER_MODEL
+from kohya_wrap.data.captions import backup_captions, caption_path, find_images, tag_key, with_trigger, write_caption
+from kohya_wrap.data.images import open_image, pad_square, resize_pixels
+from kohya_wrap.data.options import check_option
 from kohya_wrap.errors import ConfigError, DatasetError
 
-DEFAULT_MODEL = "SmilingWolf/wd-vit-tagger-v3"
+DEFAULT_MODEL = TAGGER_MODEL
 MODEL_FILE = "model.onnx"
 TAGS_FILE = "selected_tags.csv"
 INT8_FILE = "model.int8.onnx"
@@ -70,6 +57,22 @@ def resolve_model(model: str) -> ModelFiles:
     Hub ids follow SmilingWolf's layout: wd-{vit,vit-large,swinv2,convnext,eva02-large}-tagger-v3 and
     wd-v1-4-{vit,swinv2,convnext,convnextv2,moat}-tagger-v2, all NHWC BGR 0–255 models.
     """
+    local = local_model(model)
+    if local is not None:
+        return local
+    return ModelFiles(_download(model, MODEL_FILE), _download(model, TAGS_FILE), model, from_hub=True)
+
+
+def check_model(model: str) -> None:
+    """What can be checked of a tagger without downloading or loading it: a local folder has both files and a
+    readable tag list; anything else must look like a hub id."""
+    local = local_model(model)
+    if local is not None:
+        read_labels(local.tags)
+
+
+def local_model(model: str) -> ModelFiles | None:
+    """The model's files when `model` is a local folder; None when it is a hub id; DatasetError otherwise."""
     folder = Path(os.path.expanduser(model))
     if folder.is_dir():
         missing = [n for n in (MODEL_FILE, TAGS_FILE) if not (folder / n).is_file()]
@@ -84,7 +87,7 @@ def resolve_model(model: str) -> ModelFiles:
             f"tagging.model: '{model}' is neither a folder with {MODEL_FILE} and {TAGS_FILE} "
             f"nor a hub id like {DEFAULT_MODEL}"
         )
-    return ModelFiles(_download(model, MODEL_FILE), _download(model, TAGS_FILE), model, from_hub=True)
+    return None
 
 
 def _download(repo_id: str, filename: str) -> Path:
@@ -133,8 +136,8 @@ def display_name(tag: str, replace_underscores: bool) -> str:
 
 @dataclass(frozen=True)
 class TagOptions:
-    general_threshold: float = 0.35
-    character_threshold: float = 0.85
+    general_threshold: float = GENERAL_THRESHOLD
+    character_threshold: float = CHARACTER_THRESHOLD
     rating_tags: bool = False
     replace_underscores: bool = False
     undesired_tags: frozenset[str] = field(default_factory=frozenset)
@@ -142,13 +145,8 @@ class TagOptions:
     trigger_word: str | None = None
 
     def __post_init__(self) -> None:
-        for key in ("general_threshold", "character_threshold"):
-            value = getattr(self, key)
-            if not 0 < value < 1:
-                raise ConfigError(f"tagging.{key}: must be between 0 and 1 (exclusive), got {value}")
-        if self.trigger_word is not None and (not self.trigger_word.strip() or "," in self.trigger_word):
-            raise ConfigError(f"tagging.trigger_word: must be a non-empty word without commas, got "
-                              f"'{self.trigger_word}'")  # fmt: skip
+        for key in ("general_threshold", "character_threshold", "trigger_word"):
+            check_option(TaggingSettings, key, getattr(self, key), f"tagging.{key}")
 
 
 class TagDecoder:
@@ -253,6 +251,13 @@ class TaggedImage:
     error: str | None = None  # set (and tags empty) when the image could not be read
 
 
+def check_runtime_options(batch_size: int | None, threads: int | None, decode_threads: int | None) -> None:
+    """The inference options: each is unset or at least 1."""
+    for name, value in (("--batch-size", batch_size), ("--threads", threads), ("--decode-threads", decode_threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}: must be 1 or more, got {value}")
+
+
 def default_decode_threads() -> int:
     # Decoding is a small share of the work on a CPU; half the cores keep inference fed without
     # taking its threads, and a GPU run on a big machine gets up to 8.
@@ -275,11 +280,7 @@ class Tagger:
     ) -> None:
         import onnxruntime as ort  # type: ignore[import-untyped]
 
-        if batch_size is not None and batch_size < 1:
-            raise ConfigError(f"--batch-size: must be 1 or more, got {batch_size}")
-        for name, value in (("--threads", threads), ("--decode-threads", decode_threads)):
-            if value is not None and value < 1:
-                raise ConfigError(f"{name}: must be 1 or more, got {value}")
+        check_runtime_options(batch_size, threads, decode_threads)
         labels = read_labels(files.tags)
         self.decoder = TagDecoder(labels, options)
         self.model_path = quantized_model(files.onnx, files.from_hub) if int8 else files.onnx
@@ -378,7 +379,7 @@ def _input_geometry(shape: Sequence[Any], model: Path) -> tuple[Layout, int, int
     return layout, side, batch
 
 
-# ---- folders and datasets ------------------------------------------------------------------------
+# ---- folders -------------------------------------------------------------------------------------
 
 # (folder, images done, images to do); called with 0 done once the model is loaded.
 Progress = Callable[[Path, int, int], None]
@@ -439,65 +440,3 @@ def tag_folder(
         if progress is not None:
             progress(folder, done, len(todo))
     return FolderTagging(folder, tagged, len(images) - len(todo), tuple(empty), tuple(failed), backup)
-
-
-@dataclass(frozen=True)
-class PreparedDir:
-    index: int  # position in dataset.dirs
-    source: Path
-    folder: Path  # where the training images and captions are now (source unless cropped)
-    tagging: FolderTagging
-    edited: int  # captions changed by trigger word, remove_tags and replace_tags
-    backup: Path | None
-
-
-@dataclass(frozen=True)
-class DatasetPreparation:
-    dirs: tuple[PreparedDir, ...]
-    skipped: tuple[int, ...]  # regularisation folders, left as they are
-    stats: TagStats  # over all training captions, before auto-prune
-    proposed: tuple[str, ...]  # auto-prune's proposal
-    pruned: int  # captions auto-prune changed (0 unless tagging.auto_prune)
-
-
-def prepare_dataset(
-    cfg: Config,
-    out_root: Path,
-    make_tagger: Callable[[], Tagger],
-    *,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> DatasetPreparation:
-    """SeaArt's steps 1–4 for every training folder of `cfg`: crop into a new folder under `out_root`
-    (dataset.crop), tag, trigger word first, remove/replace tags, then auto-prune across all folders.
-    """
-    ds, tagging = cfg.dataset, cfg.tagging
-    training = [(i, Path(d.path)) for i, d in enumerate(ds.dirs) if not d.is_reg]
-    names = [source.name for _, source in training]
-    if ds.crop != "none" and len(set(names)) < len(names):
-        raise DatasetError("dataset.dirs: two training folders share a name, so their prepared copies under "
-                           f"{out_root} would collide; rename one")  # fmt: skip
-    edit = CaptionEdit(frozenset(tagging.remove_tags), dict(tagging.replace_tags), tagging.trigger_word)
-    prepared = []
-    for index, source in training:
-        folder = source
-        if ds.crop != "none":
-            folder = out_root / source.name
-            prepare_folder(source, folder, ds.crop, ds.crop_size, (ds.caption_extension,))
-        result = tag_folder(folder, make_tagger, extension=ds.caption_extension, overwrite=overwrite,
-                            progress=progress)  # fmt: skip
-        plan = plan_edit(load_captions(find_images(folder), ds.caption_extension), edit)
-        prepared.append(PreparedDir(index, source, folder, result, len(plan.changes), apply_plan(folder, plan)))
-    captions = {p.folder: load_captions(find_images(p.folder), ds.caption_extension) for p in prepared}
-    stats = tag_stats(tags for per_folder in captions.values() for tags in per_folder.values())
-    keep = DEFAULT_KEEP | frozenset(tagging.keep_tags)
-    proposed = propose_prune(stats, tagging.auto_prune_min_share, keep, trigger=tagging.trigger_word)
-    pruned = 0
-    if tagging.auto_prune and proposed:
-        prune = CaptionEdit(remove=frozenset(proposed), trigger=tagging.trigger_word)
-        for folder, per_folder in captions.items():
-            plan = plan_edit(per_folder, prune)
-            apply_plan(folder, plan)
-            pruned += len(plan.changes)
-    skipped = tuple(i for i, d in enumerate(ds.dirs) if d.is_reg)
-    return DatasetPreparation(tuple(prepared), skipped, stats, proposed, pruned)

@@ -1,14 +1,18 @@
-"""What a run produced: the LoRA of each epoch with its samples, state folders, and LoRA metadata."""
+"""What a run produced: the LoRA of each epoch with its samples and validation loss, state folders, metadata."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from kohya_wrap.review.estimate import read_events
+from kohya_wrap.train import events as ev
 from kohya_wrap.train.layout import RunLayout
+from kohya_wrap.train.runs import read_record
 
 # sd-scripts' names: `<name>-<epoch:06d>.safetensors`; the last epoch is saved as `<name>.safetensors`.
 _EPOCH_FILE = re.compile(r"^(?P<name>.+)-(?P<epoch>\d{6})\.safetensors$")
@@ -90,7 +94,55 @@ def collect(layout: RunLayout, name: str, epochs: int) -> list[LoraFile]:
     return sorted(files, key=lambda f: (f.epoch is None, f.epoch or 0, f.step or 0))
 
 
-def state_dirs(layout: RunLayout, name: str) -> list[Path]:
-    if not layout.output_dir.is_dir():
-        return []
-    return sorted(p for p in layout.output_dir.glob(f"{name}*-state") if p.is_dir())
+def validation_losses(layout: RunLayout) -> dict[int, ev.Validation]:
+    """epoch → its validation pass, from events.jsonl, in epoch order.
+
+    An epoch validated twice (a resumed run repeats an epoch whose checkpoint was not saved yet)
+    counts with its newest pass: that is the one its LoRA file comes from.
+    """
+    passes = {event.epoch: event for event, _ in read_events(layout) if isinstance(event, ev.Validation)}
+    return dict(sorted(passes.items()))
+
+
+@dataclass(frozen=True)
+class BestEpoch:
+    """The epoch suggested by validation loss, its LoRA file, and a one-line reason."""
+
+    epoch: int
+    validation_loss: float
+    lora: Path
+    reason: str
+
+
+def best_epoch(layout: RunLayout) -> BestEpoch | None:
+    """The saved epoch with the lowest validation loss; None when no saved epoch has one.
+
+    Ties (sd-scripts prints 3 significant digits) go to the earliest epoch: less training, same loss.
+    Raises RunError for a folder that is not a run.
+    """
+    record = read_record(layout)
+    files = {f.epoch: f for f in collect(layout, record.name, record.epochs) if f.epoch is not None}
+    losses = {epoch: v.loss for epoch, v in validation_losses(layout).items() if math.isfinite(v.loss)}
+    saved = {epoch: loss for epoch, loss in losses.items() if epoch in files}
+    if not saved:
+        return None
+    lowest = min(saved.values())
+    tied = [epoch for epoch, loss in saved.items() if loss == lowest]
+    epoch = tied[0]
+    if len(saved) == 1:
+        reason = f"epoch {epoch} is the only saved epoch with a validation loss ({lowest:.3g})"
+    else:
+        reason = (
+            f"epoch {epoch} has the lowest validation loss ({lowest:.3g}) of the {len(saved)} saved epochs validated"
+        )
+    if len(tied) > 1:
+        reason += f"; epochs {_numbers(tied)} tie, so the earliest is suggested"
+    unsaved = {e: loss for e, loss in losses.items() if e not in files and loss < lowest}
+    if unsaved:
+        e = min(unsaved, key=lambda k: (unsaved[k], k))
+        reason += f"; epoch {e} scored lower ({unsaved[e]:.3g}) but its LoRA was not saved"
+    return BestEpoch(epoch, lowest, files[epoch].path, reason)
+
+
+def _numbers(values: list[int]) -> str:
+    return ", ".join(str(v) for v in values[:-1]) + f" and {values[-1]}"

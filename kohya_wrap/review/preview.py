@@ -6,23 +6,21 @@ import io
 import json
 import math
 import shutil
-import sys
 import tempfile
-import tomllib
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap.config.models import Config
-from kohya_wrap.config.presets import validate
+from kohya_wrap.config.models import Config, Sampler
 from kohya_wrap.errors import ConfigError, RunError, SdScriptsError, TrainingInterrupted
 from kohya_wrap.files import write_bytes_atomic
 from kohya_wrap.review.outputs import LoraFile, collect
 from kohya_wrap.review.report import PREVIEW_JSON, PREVIEW_PNG, labelled_grid, write_report
 from kohya_wrap.train import launch
 from kohya_wrap.train.layout import RunLayout
-from kohya_wrap.train.runs import RunRecord, read_record
+from kohya_wrap.train.runs import RunRecord, read_record, run_config, sample_prompts
 
 SCRIPT = "gen_img.py"  # sd-scripts' generator for SD1.x, SD2.x and SDXL, with LoRA support
 DEFAULT_WEIGHTS = (0.7, 0.8, 1.0)  # the weights SeaArt's walkthrough compares
@@ -84,12 +82,8 @@ def preview_prompts(
     cfg: Config, layout: RunLayout, texts: Sequence[str], seed: int | None, steps: int | None
 ) -> tuple[PreviewPrompt, ...]:
     """The given texts with the run's first sample prompt's settings, else that sample prompt itself."""
-    try:
-        loaded = json.loads(layout.prompts.read_text("utf-8"))
-    except (OSError, ValueError):
-        loaded = []
-    samples: list[dict[str, Any]] = [p for p in loaded if isinstance(p, dict)] if isinstance(loaded, list) else []
-    res = cfg.dataset.resolution or 512
+    samples = sample_prompts(layout)
+    res = cfg.dataset.resolution
     base: dict[str, Any] = (
         samples[0]
         if samples
@@ -169,19 +163,27 @@ def prompt_lines(
     return "\n".join(lines) + "\n", tuple(cells)
 
 
+@dataclass(frozen=True)
+class PreviewOptions:
+    """What to render: epochs (default: the last saved ones), LoRA weights, prompt texts (default: the run's
+    first sample prompt) and overrides of the sample prompt's seed and steps and of the run's sampler."""
+
+    epochs: Sequence[int] | None = None
+    weights: Sequence[float] = DEFAULT_WEIGHTS
+    texts: Sequence[str] = ()
+    seed: int | None = None
+    steps: int | None = None
+    sampler: str | None = None
+
+
 def plan_preview(
-    cfg: Config,
-    layout: RunLayout,
-    record: RunRecord,
-    outdir: Path,
-    epochs: Sequence[int] | None = None,
-    weights: Sequence[float] = DEFAULT_WEIGHTS,
-    texts: Sequence[str] = (),
-    seed: int | None = None,
-    steps: int | None = None,
-    sampler: str | None = None,
+    cfg: Config, layout: RunLayout, record: RunRecord, outdir: Path, options: PreviewOptions = PreviewOptions()
 ) -> PreviewPlan:
     """The exact gen_img.py command (argv, no shell, cwd = sd-scripts) and what each image it writes shows."""
+    sampler, weights = options.sampler, tuple(dict.fromkeys(options.weights))
+    choices = typing.get_args(Sampler)
+    if sampler is not None and sampler not in choices:
+        raise ConfigError(f"preview: --sampler {sampler} is not one of {', '.join(choices)}")
     family = cfg.model.family
     if family == "flux":
         raise ConfigError(
@@ -191,12 +193,12 @@ def plan_preview(
     root = launch.sd_scripts_dir(cfg)
     if not (root / SCRIPT).is_file():
         raise SdScriptsError(f"sd-scripts: no {SCRIPT} in {root}; run `make setup` or set run.sd_scripts_dir")
-    loras = choose_loras(collect(layout, record.name, record.epochs), epochs)
-    prompts = preview_prompts(cfg, layout, texts, seed, steps)
+    loras = choose_loras(collect(layout, record.name, record.epochs), options.epochs)
+    prompts = preview_prompts(cfg, layout, options.texts, options.seed, options.steps)
     lines, cells = prompt_lines(prompts, loras, weights)
     m, tr = cfg.model, cfg.training
     argv = [
-        cfg.run.python or sys.executable,
+        launch.sd_python(cfg),
         SCRIPT,
         "--sdxl" if family == "sdxl" else "--v1",
         "--ckpt",
@@ -235,8 +237,8 @@ def plan_preview(
         if family == "sdxl":
             argv.append("--zero_terminal_snr")  # as training did (render.py)
     env = launch.child_env()
-    if isinstance(cfg.run.gpu_ids, list) and cfg.run.gpu_ids:
-        env["CUDA_VISIBLE_DEVICES"] = str(cfg.run.gpu_ids[0])  # gen_img renders on the first visible GPU
+    if (gpu := launch.first_gpu(cfg)) is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)  # gen_img renders on the first visible GPU
     return PreviewPlan(
         launch.LaunchPlan(tuple(argv), root.resolve(), env),
         lines,
@@ -247,13 +249,6 @@ def plan_preview(
         sampler or cfg.sampling.sampler,
         outdir,
     )
-
-
-def _run_config(layout: RunLayout) -> Config:
-    try:
-        return validate(tomllib.loads(layout.config.read_text("utf-8")))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise RunError(f"run: cannot read {layout.config}: {exc}") from None
 
 
 def render_preview(plan: PreviewPlan) -> bytes:
@@ -274,12 +269,7 @@ def render_preview(plan: PreviewPlan) -> bytes:
 
 def run_preview(
     run_dir: Path,
-    epochs: Sequence[int] | None = None,
-    weights: Sequence[float] = DEFAULT_WEIGHTS,
-    texts: Sequence[str] = (),
-    seed: int | None = None,
-    steps: int | None = None,
-    sampler: str | None = None,
+    options: PreviewOptions = PreviewOptions(),
     on_text: Callable[[str], None] | None = None,
     note: Callable[[str], None] | None = None,
 ) -> Path:
@@ -289,14 +279,12 @@ def run_preview(
     """
     layout = RunLayout(run_dir.resolve())
     record = read_record(layout)
-    cfg = _run_config(layout)
+    cfg = run_config(layout)
     layout.report_dir.mkdir(parents=True, exist_ok=True)
     # A fresh folder per attempt; it replaces report/preview/ only once every image is written.
     outdir = Path(tempfile.mkdtemp(prefix=".preview-", dir=layout.report_dir))
     try:
-        plan = plan_preview(
-            cfg, layout, record, outdir, epochs, tuple(dict.fromkeys(weights)), texts, seed, steps, sampler
-        )
+        plan = plan_preview(cfg, layout, record, outdir, options)
         (outdir / "prompts.txt").write_text(plan.prompt_lines, encoding="utf-8")
         log = layout.report_dir / "preview.log"
         log.unlink(missing_ok=True)

@@ -7,7 +7,6 @@ import io
 import json
 import math
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +23,14 @@ from kohya_wrap.review.estimate import (
     read_events,
     run_timings,
 )
-from kohya_wrap.review.outputs import LoraFile, collect, samples_by_epoch
+from kohya_wrap.review.outputs import BestEpoch, LoraFile, best_epoch, collect, samples_by_epoch, validation_losses
 from kohya_wrap.train import events as ev
 from kohya_wrap.train.layout import RunLayout
-from kohya_wrap.train.runs import RunRecord, read_record
+from kohya_wrap.train.runs import RunRecord, read_config_toml, read_record, sample_prompts
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
     from PIL import Image
 
 CELL = 256  # side of the square each grid image is fitted into
@@ -46,11 +47,7 @@ PREVIEW_JSON = "preview.json"
 
 def read_prompts(layout: RunLayout) -> list[str]:
     """The sample prompts' texts, in sd-scripts' index order (empty when the run had none)."""
-    try:
-        prompts = json.loads(layout.prompts.read_text("utf-8"))
-        return [str(p.get("prompt", "")) for p in prompts]
-    except (OSError, ValueError, TypeError, AttributeError):
-        return []
+    return [str(p.get("prompt", "")) for p in sample_prompts(layout)]
 
 
 def _record(layout: RunLayout) -> RunRecord | None:
@@ -62,8 +59,8 @@ def _record(layout: RunLayout) -> RunRecord | None:
 
 def _config(layout: RunLayout) -> dict[str, Any]:
     try:
-        return tomllib.loads(layout.config.read_text("utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+        return read_config_toml(layout)
+    except RunError:
         return {}
 
 
@@ -97,7 +94,8 @@ def sample_grid(layout: RunLayout, name: str) -> SampleGrid:
     return SampleGrid(tuple(sorted(by_epoch)), tuple(prompts), cells)
 
 
-def _font(size: int = FONT_SIZE) -> Any:
+def load_font(size: int = FONT_SIZE) -> Any:
+    """Pillow's default font at `size` pixels (its fixed bitmap font where FreeType is missing)."""
     from PIL import ImageFont
 
     try:
@@ -106,7 +104,7 @@ def _font(size: int = FONT_SIZE) -> Any:
         return ImageFont.load_default()
 
 
-def _wrap(text: str, font: Any, width: int, max_lines: int) -> list[str]:
+def wrap_text(text: str, font: Any, width: int, max_lines: int) -> list[str]:
     """Greedy word wrap to `width` pixels; the last kept line ends in an ellipsis when text is cut."""
     lines: list[str] = []
     for word in text.split():
@@ -127,7 +125,8 @@ def _wrap(text: str, font: Any, width: int, max_lines: int) -> list[str]:
     return lines
 
 
-def _fit(path: Path, cell: int) -> Image.Image:
+def fit_image(path: Path, cell: int) -> Image.Image:
+    """The image at `path` in RGB, scaled to fit a `cell`-pixel square."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as img:
@@ -147,9 +146,9 @@ def labelled_grid(
     """
     from PIL import Image, ImageDraw
 
-    font = _font()
+    font = load_font()
     line_height = FONT_SIZE + 4
-    titles = [_wrap(text, font, cell - 4, HEADER_LINES) for text in columns]
+    titles = [wrap_text(text, font, cell - 4, HEADER_LINES) for text in columns]
     header = PAD + line_height * max([1, *(len(t) for t in titles)]) + PAD
     label_width = PAD + max([0, *(int(font.getlength(r)) for r in rows)]) + 2 * PAD
     width = label_width + len(columns) * (cell + PAD)
@@ -167,7 +166,7 @@ def labelled_grid(
             x = label_width + c * (cell + PAD)
             path = cells.get((r, c))
             try:
-                image = _fit(path, cell) if path is not None else None
+                image = fit_image(path, cell) if path is not None else None
             except OSError:  # a sample still being written when the run was killed
                 image = None
             if image is None:
@@ -204,6 +203,17 @@ class LossSeries:
     average: Points  # moving average over the last epoch's worth of steps (the progress bar's avr_loss)
     per_epoch: Points  # (epoch, that epoch's average loss)
     steps_per_epoch: int | None
+    validation: tuple[ev.Validation, ...] = ()  # the validated epochs, in order (events.jsonl)
+
+    @property
+    def validation_points(self) -> tuple[tuple[int, int, float], ...]:
+        """(epoch, step, validation loss) of each validated epoch whose step is known: where to plot it."""
+        points = []
+        for v in self.validation:
+            step = v.step if v.step is not None else v.epoch * self.steps_per_epoch if self.steps_per_epoch else None
+            if step is not None:
+                points.append((v.epoch, step, v.loss))
+        return tuple(points)
 
     @property
     def steps(self) -> int:
@@ -268,6 +278,7 @@ def loss_series(layout: RunLayout, record: RunRecord | None = None) -> LossSerie
     """The run's loss from sd-scripts' TensorBoard files, else from the Step events in events.jsonl."""
     record = record or _record(layout)
     per_epoch_steps = record.total_steps // record.epochs if record and record.epochs > 0 else None
+    validation = tuple(validation_losses(layout).values())
     try:
         attempts = _tensorboard_attempts(layout.logging_dir)
     except Exception:  # noqa: BLE001 - a half-written event file must not cost the report; events.jsonl remains
@@ -280,6 +291,7 @@ def loss_series(layout: RunLayout, record: RunRecord | None = None) -> LossSerie
             _points(merged["loss/average"]),
             _points(merged["loss/epoch_average"]),
             per_epoch_steps,
+            validation,
         )
     last: dict[int, float] = {}
     for event, _ in read_events(layout):
@@ -287,22 +299,42 @@ def loss_series(layout: RunLayout, record: RunRecord | None = None) -> LossSerie
         if isinstance(event, ev.Step) and event.loss is not None:
             last[event.step] = event.loss
     if not last:
-        return LossSeries("none", (), (), (), per_epoch_steps)
+        return LossSeries("none", (), (), (), per_epoch_steps, validation)
     per_epoch: dict[int, float] = {}
     if per_epoch_steps:
         # avr_loss averages the last epoch's worth of steps: at an epoch's last step, that epoch's mean.
         per_epoch = {s // per_epoch_steps: v for s, v in last.items() if s % per_epoch_steps == 0}
-    return LossSeries("events", (), _points(last), _points(per_epoch), per_epoch_steps)
+    return LossSeries("events", (), _points(last), _points(per_epoch), per_epoch_steps, validation)
 
 
-def render_loss(series: LossSeries) -> bytes:
-    """The loss curve as PNG bytes (matplotlib's Agg canvas: no display, no global backend switch)."""
+def loss_axes(width: float, height: float) -> tuple[Figure, Axes]:
+    """A `width` × `height` inch figure with one pair of axes on matplotlib's Agg canvas (no display, no
+    global backend switch)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 3.6), dpi=100, layout="constrained")
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    return figure, figure.add_subplot()
+
+
+def loss_png(figure: Figure, axes: Axes) -> bytes:
+    """The finished loss chart as PNG bytes: step and loss axis labels, a light grid and the legend."""
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def render_loss(series: LossSeries, best: BestEpoch | None = None) -> bytes:
+    """The loss curve as PNG bytes (matplotlib's Agg canvas: no display, no global backend switch).
+
+    Validation loss shares the axes with the training loss; `best` marks the suggested epoch on it.
+    """
+    figure, axes = loss_axes(8, 3.6)
     if series.per_step:
         steps, losses = zip(*series.per_step, strict=True)
         axes.plot(
@@ -324,13 +356,13 @@ def render_loss(series: LossSeries) -> bytes:
             axes.annotate(f"e{epoch}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
         for x in ends:
             axes.axvline(x, color="#ddd", linewidth=0.6, zorder=0)
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="best", fontsize=8)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    if validation := series.validation_points:
+        _, steps, losses = zip(*validation, strict=True)
+        axes.plot(steps, losses, "s-", color="#2a8a3e", linewidth=1.4, markersize=5, label="validation loss")
+        for epoch, x, y in validation:
+            if best is not None and epoch == best.epoch:
+                axes.plot([x], [y], "*", color="#e0a400", markersize=16, zorder=5, label=f"suggested: epoch {epoch}")
+    return loss_png(figure, axes)
 
 
 # ---- the page -------------------------------------------------------------------------------------
@@ -458,21 +490,50 @@ def _timings(record: RunRecord | None, timings: RunTimings) -> list[str]:
     return ["<h2>Timings</h2>", f"<table>{body}</table>" if rows else "<p class='muted'>Not started.</p>"]
 
 
-def _lora_table(layout: RunLayout, files: Sequence[LoraFile]) -> list[str]:
+def _lora_table(layout: RunLayout, files: Sequence[LoraFile], series: LossSeries, best: BestEpoch | None) -> list[str]:
     out = ["<h2>LoRA files</h2>"]
     if not files:
         return [*out, "<p class='muted'>No LoRA file saved yet.</p>"]
+    validation = {v.epoch: v.loss for v in series.validation}
     rows = []
     for lora in files:
         label = f"epoch {lora.epoch}" if lora.epoch is not None else f"step {lora.step}"
         samples = " ".join(_link(p, layout, f"#{i + 1}") for i, p in enumerate(lora.samples))
+        loss = ""
+        if validation:
+            value = validation.get(lora.epoch) if lora.epoch is not None else None
+            mark = " ★ suggested" if best is not None and lora.path == best.lora else ""
+            loss = f"<td class='num'>{'—' if value is None else f'{value:.3g}'}{mark}</td>"
         rows.append(
             f"<tr><td>{_esc(label)}{' (final)' if lora.final else ''}</td>"
             f"<td>{_link(lora.path, layout, _rel(lora.path, layout))}</td>"
-            f"<td class='num'>{lora.size / 2**20:.1f} MiB</td><td>{samples}</td></tr>"
+            f"<td class='num'>{lora.size / 2**20:.1f} MiB</td>{loss}<td>{samples}</td></tr>"
         )
-    head = "<tr><th>epoch</th><th>file</th><th>size</th><th>samples</th></tr>"
+    loss_head = "<th>validation loss</th>" if validation else ""
+    head = f"<tr><th>epoch</th><th>file</th><th>size</th>{loss_head}<th>samples</th></tr>"
     return [*out, f"<table>{head}{''.join(rows)}</table>"]
+
+
+def _suggestion(layout: RunLayout, series: LossSeries, best: BestEpoch | None) -> list[str]:
+    """The suggested epoch, how it was chosen, and what validation loss cannot tell."""
+    if not series.validation:
+        return []
+    if best is None:
+        found = "<p>No suggested epoch: no saved epoch has a finite validation loss yet.</p>"
+    else:
+        found = (
+            f"<p><b>Suggested epoch: {best.epoch}</b> ({_link(best.lora, layout, _rel(best.lora, layout))}): "
+            f"{_esc(best.reason)}.</p>"
+        )
+    how = (
+        "<p class='muted'>How it was chosen: sd-scripts held part of the dataset out of training "
+        "(validation.split) and, after each validated epoch, measured the loss on those images at four fixed "
+        "timesteps with the same noise every time, so the epochs compare; the lowest value marks the LoRA that "
+        "fits images it never trained on best. sd-scripts prints 3 significant digits, and a tie goes to the "
+        "earliest epoch. Validation loss sees overfitting, not likeness or style: the samples above have the "
+        "last word.</p>"
+    )
+    return [found, how]
 
 
 def _image(layout: RunLayout, name: str, alt: str) -> str:
@@ -509,6 +570,7 @@ def _page(
     series: LossSeries,
     files: Sequence[LoraFile],
     timed: Sequence[tuple[ev.Event, float | None]],
+    best: BestEpoch | None = None,
 ) -> str:
     started, ended = (iso_seconds(record.started), iso_seconds(record.ended)) if record else (None, None)
     timings = run_timings(last_attempt(timed), started, ended)
@@ -527,7 +589,8 @@ def _page(
         source = "TensorBoard logs" if series.source == "tensorboard" else "the progress bar (events.jsonl)"
         body.append(f"<p class='muted'>{series.steps} steps, from {source}.</p>")
         body.append(_image(layout, "loss.png", "loss curve"))
-    body += _lora_table(layout, files)
+    body += _suggestion(layout, series, best)
+    body += _lora_table(layout, files, series, best)
     body += _timings(record, timings)
     body += ["<h2>Settings</h2>"]
     try:
@@ -562,14 +625,18 @@ def write_report(layout: RunLayout) -> Path:
     except OSError:
         grid = None
     series = loss_series(layout, record)
+    try:
+        best = best_epoch(layout) if record is not None and series.validation else None
+    except (RunError, OSError):
+        best = None
     if series.source != "none":
-        write_bytes_atomic(layout.report_dir / "loss.png", render_loss(series))
+        write_bytes_atomic(layout.report_dir / "loss.png", render_loss(series, best))
     try:
         files = collect(layout, name, record.epochs) if record is not None else []
     except OSError:  # a checkpoint removed (save_last_n_epochs) while a running run is reported
         files = []
     index = layout.report_dir / "index.html"
-    write_bytes_atomic(index, _page(layout, record, name, grid, series, files, timed).encode("utf-8"))
+    write_bytes_atomic(index, _page(layout, record, name, grid, series, files, timed, best).encode("utf-8"))
     return index
 
 

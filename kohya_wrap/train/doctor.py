@@ -6,13 +6,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from kohya_wrap.config.models import OPTIMIZER_PACKAGES, Config
-from kohya_wrap.train.launch import default_sd_scripts_dir, sd_scripts_dir
+from kohya_wrap.train.launch import default_sd_scripts_dir, git_head, sd_python, sd_scripts_dir
 from kohya_wrap.train.sd_args import load_spec
 
 Level = Literal["ok", "warn", "fail"]
@@ -58,6 +57,51 @@ print("KOHYA_WRAP_PROBE " + json.dumps(out))
 """
 
 
+# Asked of the sd-scripts interpreter before a launch whose precision needs a GPU.
+CUDA_PROBE = "import torch; print('KOHYA_WRAP_CUDA', torch.cuda.is_available())"
+
+
+def cpu_precision_problem(cfg: Config) -> str | None:
+    """A mixed precision that stops sd-scripts when the run lands on the CPU, as a `section.key: message` line.
+
+    Only when nvidia-smi lists no GPU is the sd-scripts interpreter asked whether it sees CUDA (importing
+    torch takes seconds); when it cannot tell, sd-scripts decides (and the failure triage explains it).
+    """
+    precision = cfg.training.mixed_precision
+    if precision == "fp16":
+        reason = "accelerate refuses fp16 without a GPU"
+    elif precision == "bf16" and cfg.model.family == "sd15":
+        reason = 'SD1.5\'s text encoder stops in bf16 ("mixed dtype (CPU)")'
+    else:
+        return None
+    if nvidia_gpu_listed():
+        return None
+    try:
+        done = subprocess.run(
+            [sd_python(cfg), "-c", CUDA_PROBE], capture_output=True, text=True, timeout=300, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if "KOHYA_WRAP_CUDA False" not in done.stdout.splitlines():
+        return None
+    return (
+        f'training.mixed_precision: "{precision}" cannot run here: sd-scripts sees no CUDA GPU, so it would train '
+        f'on the CPU, where {reason}; set training.mixed_precision = "no"'
+    )
+
+
+def nvidia_gpu_listed() -> bool:
+    """Whether `nvidia-smi -L` lists a GPU (a fast call: no torch, no CUDA initialisation)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return False
+    try:
+        done = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and "GPU" in done.stdout
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -77,15 +121,6 @@ def probe(python: str, cwd: Path) -> dict[str, Any]:
             result: dict[str, Any] = json.loads(line.removeprefix("KOHYA_WRAP_PROBE "))
             return result
     return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
-
-
-def git_head(path: Path) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def check_checkout(root: Path) -> list[Check]:
@@ -280,12 +315,18 @@ def check_config(cfg: Config, info: dict[str, Any]) -> list[Check]:
     return checks
 
 
+def probe_config(cfg: Config | None) -> dict[str, Any]:
+    """`probe` of the interpreter and checkout a config (or, without one, the defaults) would train with."""
+    root = sd_scripts_dir(cfg) if cfg else default_sd_scripts_dir()
+    return probe(sd_python(cfg), root if root.is_dir() else Path.cwd())
+
+
 def diagnose(cfg: Config | None) -> list[Check]:
     """Every check, in the order a user would fix them."""
     root = sd_scripts_dir(cfg) if cfg else default_sd_scripts_dir()
-    python = (cfg.run.python if cfg else None) or sys.executable
+    python = sd_python(cfg)
     checks = check_checkout(root)
-    info = probe(python, root if root.is_dir() else Path.cwd())
+    info = probe_config(cfg)
     checks += check_interpreter(info, python)
     checks.append(check_accelerate_default())
     if cfg is not None:

@@ -8,7 +8,9 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
-SCHEMA_VERSION: Final = 1
+# Version 2 added the `validation` event and the `validating` phase; a version-1 line reads as version 2.
+SCHEMA_VERSION: Final = 2
+READABLE_VERSIONS: Final = frozenset({1, SCHEMA_VERSION})
 
 ErrorKind: TypeAlias = Literal["oom", "nan", "missing_file", "import", "config", "no_data", "unknown"]
 PhaseName: TypeAlias = Literal[
@@ -18,6 +20,7 @@ PhaseName: TypeAlias = Literal[
     "caching_text_encoder_outputs",
     "preparing_network",
     "sampling",
+    "validating",
 ]
 
 
@@ -75,6 +78,20 @@ class EpochFinished:
     KIND: ClassVar[Literal["epoch_finished"]] = "epoch_finished"
     epoch: int
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """sd-scripts' validation pass at the end of an epoch: the mean loss on the held-out images.
+
+    sd-scripts uses the same noise and the same four timesteps every epoch (seeded by `validation_seed`),
+    so the losses of different epochs compare; the bar prints them with 3 significant digits.
+    """
+
+    KIND: ClassVar[Literal["validation"]] = "validation"
+    epoch: int
+    step: int | None  # the global step the LoRA had reached (None when no step was seen)
+    loss: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +164,7 @@ Event: TypeAlias = (
     | Step
     | EpochStarted
     | EpochFinished
+    | Validation
     | CheckpointSaved
     | SampleSaved
     | StateSaved
@@ -163,6 +181,7 @@ _CLASSES: Final[dict[str, type[Event]]] = {
         Step,
         EpochStarted,
         EpochFinished,
+        Validation,
         CheckpointSaved,
         SampleSaved,
         StateSaved,
@@ -171,6 +190,8 @@ _CLASSES: Final[dict[str, type[Event]]] = {
         RunFinished,
     )
 }
+# The schema version that introduced each kind (the others date from version 1).
+_SINCE: Final[dict[str, int]] = {Validation.KIND: 2}
 # "kind" is the line's discriminator, so Error's own `kind` field travels under another key.
 _JSON_KEYS: Final = {"kind": "error_kind"}
 # Strict JSON has no NaN or infinity, and a diverged loss is exactly NaN: such floats travel as strings.
@@ -204,11 +225,12 @@ def to_json(event: Event, t: float | None = None) -> str:
 def from_json_timed(line: str) -> tuple[Event, float | None]:
     """The event in one JSON line written by `to_json`, and its time (None if it had none)."""
     record = json.loads(line)
-    if not isinstance(record, dict) or record.get("v") != SCHEMA_VERSION:
+    version = record.get("v") if isinstance(record, dict) else None
+    if not isinstance(record, dict) or type(version) is not int or version not in READABLE_VERSIONS:
         raise ValueError(f"not a version-{SCHEMA_VERSION} event line: {line[:80]!r}")
     kind = record.get("kind")
     cls = _CLASSES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
+    if cls is None or version < _SINCE.get(cls.KIND, 1):
         raise ValueError(f"unknown event kind {kind!r} in: {line[:80]!r}")
     values: dict[str, Any] = {}
     for f in fields(cls):

@@ -35,6 +35,27 @@ def sd_scripts_dir(cfg: Config) -> Path:
     return Path(cfg.run.sd_scripts_dir).expanduser() if cfg.run.sd_scripts_dir else default_sd_scripts_dir()
 
 
+def sd_python(cfg: Config | None) -> str:
+    """The interpreter that runs sd-scripts: run.python, else this one."""
+    return (cfg.run.python if cfg is not None else None) or sys.executable
+
+
+def first_gpu(cfg: Config) -> int | None:
+    """The GPU a single-GPU job (preview, the memory check) uses: the first of run.gpu_ids; None for "all"."""
+    ids = cfg.run.gpu_ids
+    return ids[0] if isinstance(ids, list) and ids else None
+
+
+def git_head(path: Path) -> str | None:
+    """The commit a git checkout (sd-scripts) is at, or None when it is not one or git is missing."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 @dataclass(frozen=True)
 class LaunchPlan:
     argv: tuple[str, ...]
@@ -73,7 +94,7 @@ def require_script(cfg: Config, script: str) -> Path:
 def plan_training(cfg: Config, layout: RunLayout, script: str, resume_state: Path | None = None) -> LaunchPlan:
     """The exact argv that trains this run: accelerate launch <script> with our rendered files."""
     root = require_script(cfg, script)
-    python = cfg.run.python or sys.executable
+    python = sd_python(cfg)
     argv = [
         python,
         "-m",

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kohya_wrap.config.models import Config
+
+
+def runs_dir(cfg: Config) -> Path:
+    """The folder that holds a config's run folders (run.runs_dir, absolute)."""
+    return Path(cfg.run.runs_dir).expanduser().resolve()
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from kohya_wrap.train.events import (
     SampleSaved,
     StateSaved,
     Step,
+    Validation,
     Warning,
 )
 
@@ -37,7 +38,11 @@ _BAR: Final = re.compile(
     r"\[(?P<elapsed>[\d:]+)(?:<(?P<eta>[\d:]+|\?))?, *"
     r"(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)(?P<postfix>[^\]]*)\]"
 )
-_AVR_LOSS: Final = re.compile(r"avr_loss=(nan|[-+]?inf|[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?)")
+_NUMBER: Final = r"(nan|[-+]?inf|[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?)"
+_AVR_LOSS: Final = re.compile(r"avr_loss=" + _NUMBER)
+# The bar of the validation pass at the end of an epoch (train_network.py); its postfix is the mean so far.
+_EPOCH_VALIDATION_BAR: Final = "epoch validation steps"
+_VALIDATION_LOSS: Final = re.compile(r"val_epoch_avg_loss=" + _NUMBER)
 # rich's RichHandler line: time (blank when repeated), level, message column, `file.py:line` column.
 _HEADER: Final = re.compile(
     r" *(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )? *(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) +"
@@ -122,6 +127,12 @@ _WARMUP_HINT: Final = (
     "This scheduler takes no warmup: set optimizer.warmup_percent = 0 "
     'or use optimizer.scheduler = "constant_with_warmup".'
 )
+# torch's CPU layer_norm refuses bf16/fp16 input with float32 weights, which sd-scripts' SD1.5 text encoder
+# gives it under mixed precision; GPUs have no such limit.
+_CPU_PRECISION_HINT: Final = (
+    'Mixed precision does not run on a CPU: set training.mixed_precision = "no" (full precision), '
+    "or train on a CUDA GPU."
+)
 _HISTORY_LINES: Final = 200
 
 
@@ -200,6 +211,8 @@ def _classify(raised: _Raised) -> tuple[ErrorKind, str] | None:
         return "missing_file", HINTS["missing_file"]
     if "does not require `num_warmup_steps`" in message:
         return "config", _WARMUP_HINT
+    if "mixed dtype (cpu)" in lowered or "mixed precision requires a gpu" in lowered:
+        return "config", _CPU_PRECISION_HINT
     if name in ("MultipleInvalid", "Invalid") or (
         name in ("AssertionError", "ValueError") and (_BILINGUAL.search(message) or "`num_" in message)
     ):
@@ -235,6 +248,10 @@ class LogParser:
         self._last_phase: tuple[str, str] | None = None
         self._last_step: tuple[int, int, str | None] | None = None
         self._sampling_step: int | None = None
+        # The epoch's validation mean, held until the bar is known to be finished (see `_validation_bar`).
+        self._validation: float | None = None
+        self._validation_n: int | None = None  # the count the epoch's validation bar showed last
+        self._validated_epoch: int | None = None
         self._sample_index = 0
         self._warned: set[str] = set()
         self._errors: list[ErrorKind] = []
@@ -242,11 +259,6 @@ class LogParser:
         self._interrupted = False
         self._model_saved = False
         self._launcher_failure: str | None = None
-
-    @property
-    def nan_detected(self) -> bool:
-        """Whether the training bar has shown `avr_loss=nan`."""
-        return self._nan
 
     def last_relevant_lines(self, n: int = 15) -> list[str]:
         """The lines that most likely explain a failure, oldest first, at most `n` of them.
@@ -296,6 +308,7 @@ class LogParser:
             self._line(self._partial.rstrip("\r"), events)
         self._partial = self._escape = ""
         self._end_record(events)
+        self._end_validation(events)
         if self._traceback is not None:
             self._end_traceback(events)
         exited_badly = exit_code not in (None, 0)
@@ -362,6 +375,10 @@ class LogParser:
 
     def _bar(self, bar: re.Match[str], events: list[Event]) -> None:
         self._end_traceback_by_other_output(events)
+        if bar["desc"] == _EPOCH_VALIDATION_BAR and bar["n"] is not None:
+            self._validation_bar(int(bar["n"]), int(bar["total"]), bar["postfix"], events)
+            return
+        self._end_validation(events)
         if bar["desc"] != "steps" or bar["n"] is None:
             return  # caching, loading and sampling bars: their phases are reported from the log
         step, total = int(bar["n"]), int(bar["total"])
@@ -388,6 +405,34 @@ class LogParser:
         if value is not None and math.isnan(value) and not self._nan:
             self._nan = True
             self._error("nan", f"The average loss became NaN at step {step}/{total}.", HINTS["nan"], events)
+
+    def _validation_bar(self, n: int, total: int, postfix: str, events: list[Event]) -> None:
+        """One redraw of the validation bar; its mean is reported once other output follows the last one.
+
+        At the last count tqdm draws twice: after the update (still with the previous mean) and after
+        the new mean is set, so the value is taken from the last redraw before other output. A bar is
+        closed, and drawn once more, when the next epoch's bar replaces it and when training ends:
+        such a redraw jumps to the last count from the start of another bar, so a full count counts
+        only where the count before it was one short or already full.
+        """
+        epoch = self._open_epoch
+        if epoch is None or epoch == self._validated_epoch:
+            return
+        self._phase("validating", f"epoch {epoch}", events)
+        previous, self._validation_n = self._validation_n, n
+        loss = _VALIDATION_LOSS.search(postfix)
+        if n < total or loss is None or previous is None or previous < total - 1:
+            self._validation = None
+            return
+        self._validation = float(loss[1])
+
+    def _end_validation(self, events: list[Event]) -> None:
+        loss, self._validation = self._validation, None
+        if loss is None or self._open_epoch is None:
+            return
+        self._validated_epoch = self._open_epoch
+        step = self._last_step[0] if self._last_step is not None else None
+        self._emit(Validation(epoch=self._open_epoch, step=step, loss=loss), events)
 
     # -- tracebacks ----------------------------------------------------------------------------
 
@@ -467,12 +512,14 @@ class LogParser:
     # -- messages (log records and prints alike) -----------------------------------------------
 
     def _message(self, text: str, level: str | None, events: list[Event]) -> None:
+        self._end_validation(events)
         self._history.append(text)
         if match := _CHECKPOINT.fullmatch(text):
             self._checkpoint(match[1], events)
         elif match := _EPOCH.fullmatch(text):
             self._close_epoch(events)
             self._open_epoch, self._epochs = int(match[1]), int(match[2])
+            self._validation_n = None
             self._emit(EpochStarted(epoch=self._open_epoch, total=self._epochs), events)
         elif match := _STATE.fullmatch(text):
             self._defer(StateSaved(path=match[1], epoch=int(match[2]), step=int(match[3])), events)

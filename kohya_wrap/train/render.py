@@ -19,6 +19,8 @@ NETWORK_MODULE = {"sd15": "networks.lora", "sdxl": "networks.lora", "flux": "net
 SAVE_PRECISION = {"fp32": "float", "fp16": "fp16", "bf16": "bf16"}
 # Adafactor's relative_step mode ignores the LR and scheduler; SeaArt users set both and expect them used.
 ADAFACTOR_FIXED_LR = {"relative_step": False, "scale_parameter": False, "warmup_init": False}
+# Set from [validation] even while it is off, so a split never bypasses its checks through run.extra_args.
+VALIDATION_ARGS = frozenset({"validation_split", "validation_seed", "validate_every_n_epochs", "max_validation_steps"})
 HEADER = "# Written by kohya_wrap from config.toml; edit the config, not this file.\n"
 # sd-scripts reads both TOML files with the `toml` package (0.10.2), which splits lines and arrays on
 # these characters even inside quoted strings; as \uXXXX escapes they reach it only after the split.
@@ -44,9 +46,6 @@ class Rendered:
         if self.prompts:
             files[layout.prompts.name] = json.dumps(self.prompts, ensure_ascii=False, indent=1) + "\n"
         return files
-
-    def flat_training(self) -> dict[str, Any]:
-        return {k: v for section in self.training.values() for k, v in section.items()}
 
 
 def toml_string(text: str) -> str:
@@ -133,7 +132,8 @@ def warmup_steps(cfg: Config, plan: StepPlan) -> int:
     return round(plan.total_steps * plan.num_processes * cfg.optimizer.warmup_percent / 100)
 
 
-def render_dataset(cfg: Config) -> dict[str, Any]:
+def render_dataset(cfg: Config, validated: bool = True) -> dict[str, Any]:
+    """dataset.toml; `validated` False leaves validation out (the dataset holds out no image worth it)."""
     ds, tr = cfg.dataset, cfg.training
     general = {
         "caption_extension": ds.caption_extension,
@@ -151,6 +151,8 @@ def render_dataset(cfg: Config) -> dict[str, Any]:
             "max_bucket_reso": ds.max_bucket_reso,
             "bucket_reso_steps": 64,
         }
+    if cfg.validation.split > 0 and validated:
+        dataset |= {"validation_split": cfg.validation.split, "validation_seed": cfg.validation.seed}
     subsets = []
     for d in ds.dirs:
         subset: dict[str, Any] = {"image_dir": d.path, "num_repeats": d.repeats, "is_reg": d.is_reg}
@@ -174,7 +176,6 @@ def optimizer_arg_text(key: str, value: OptimizerArg) -> str:
 def network_args(cfg: Config) -> list[str]:
     net, args = cfg.network, []
     if net.conv_dim is not None:
-        assert net.conv_alpha is not None
         args += [f"conv_dim={net.conv_dim}", f"conv_alpha={net.conv_alpha!r}"]
     if net.block_dims is not None:
         args.append("block_dims=" + ",".join(str(v) for v in net.block_dims))
@@ -250,7 +251,7 @@ def render_training(cfg: Config, layout: RunLayout, plan: StepPlan) -> dict[str,
         "max_train_steps": plan.total_steps,
         "mixed_precision": tr.mixed_precision,
         "seed": tr.seed,
-        "gradient_checkpointing": bool(tr.gradient_checkpointing),
+        "gradient_checkpointing": tr.gradient_checkpointing,
         "cache_latents": tr.cache_latents,
     }
     if fam == "sd15" or (fam == "sdxl" and tr.clip_skip != 1):
@@ -302,6 +303,10 @@ def render_training(cfg: Config, layout: RunLayout, plan: StepPlan) -> dict[str,
             "sample_every_n_epochs": cfg.sampling.every_n_epochs,
             "sample_sampler": cfg.sampling.sampler,
         }
+    if cfg.validation.split > 0 and plan.validation_images > 0:
+        doc["validation"] = {"validate_every_n_epochs": cfg.validation.every_n_epochs}
+        if cfg.validation.max_batches is not None:
+            doc["validation"]["max_validation_steps"] = cfg.validation.max_batches
     doc["logging"] = {"logging_dir": str(layout.logging_dir), "log_with": "tensorboard", "console_log_simple": True}
     if cfg.run.extra_args:
         doc["extra"] = dict(cfg.run.extra_args)
@@ -386,13 +391,17 @@ def render(cfg: Config, layout: RunLayout, plan: StepPlan) -> Rendered:
     """Everything sd-scripts reads for this run; every training key is checked against its parser."""
     script = sd_args.SCRIPT_BY_FAMILY[cfg.model.family]
     training = render_training(cfg, layout, plan)
+    dataset = render_dataset(cfg, validated=plan.validation_images > 0)
     owned = {k for name, section in training.items() if name != "extra" for k in section}
+    # sd-scripts reads dataset keys from the command line too, but dataset.toml wins where both say.
+    owned |= {k for table in (dataset["general"], *dataset["datasets"]) for k in table if k != "subsets"}
+    owned |= VALIDATION_ARGS
     check_extra_args(cfg, owned, script)
     ours = {k: v for name, section in training.items() if name != "extra" for k, v in section.items()}
     problems = sd_args.check_training_args(script, ours)
     if problems:
         # Our own keys failing the contract is a bug in kohya_wrap, never something the user can fix.
         raise RuntimeError(f"kohya_wrap rendered arguments outside the sd-scripts contract: {problems}")
-    rendered = Rendered(script, render_dataset(cfg), training, render_prompts(cfg), render_accelerate(cfg))
+    rendered = Rendered(script, dataset, training, render_prompts(cfg), render_accelerate(cfg))
     rendered.files(layout)  # a value the TOML writer refuses fails here, before any file is written
     return rendered

@@ -6,20 +6,18 @@ import dataclasses
 import hashlib
 import json
 import platform
-import subprocess
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from kohya_wrap.config.presets import validate
 from kohya_wrap.data.dataset import DatasetReport
 from kohya_wrap.errors import RunError, TrainingFailed, TrainingInterrupted
 from kohya_wrap.train import events as ev
 from kohya_wrap.train import launch
 from kohya_wrap.train.layout import RunLayout
 from kohya_wrap.train.logparse import LogParser
-from kohya_wrap.train.runs import RunRecord, now_iso, read_record, update_record
+from kohya_wrap.train.runs import RunRecord, now_iso, read_record, run_config, update_record
 from kohya_wrap.train.view import View
 
 RELEVANT_LINES = 12
@@ -40,12 +38,7 @@ def versions(sd_scripts: Path) -> dict[str, str]:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    try:
-        found["sd-scripts"] = subprocess.run(
-            ["git", "-C", str(sd_scripts), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        found["sd-scripts"] = "unknown"
+    found["sd-scripts"] = launch.git_head(sd_scripts) or "unknown"
     return found
 
 
@@ -152,7 +145,7 @@ def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, 
             raise RunError(
                 f"resume: {layout.root} already finished all {record.epochs} epochs; start a new run to train longer"
             )
-        cfg = validate(_read_config(layout))
+        cfg = run_config(layout)
         point = find_resume_point(layout, cfg.output_name) if resume else None
         if point is not None and point.epoch >= record.epochs:
             return _completed_before_interrupt(layout, record, cfg.output_name, view)
@@ -227,12 +220,3 @@ def _completed_before_interrupt(layout: RunLayout, record: RunRecord, name: str,
         )
     view.note(f"nothing to resume: all {record.epochs} epochs were trained and {final.name} was saved")
     return update_record(layout, record, status="finished", reason="completed before the interrupt took effect")
-
-
-def _read_config(layout: RunLayout) -> dict[str, object]:
-    import tomllib
-
-    try:
-        return tomllib.loads(layout.config.read_text("utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise RunError(f"run: cannot read {layout.config}: {exc}") from None

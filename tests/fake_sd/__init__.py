@@ -28,3 +28,38 @@ def captioned_images(folder: Path, caption: str, count: int = 4) -> Path:
         Image.new("RGB", (64, 64), (i * 60, 0, 0)).save(folder / f"img{i}.png")
         (folder / f"img{i}.txt").write_text(caption)
     return folder
+
+
+def write_project(
+    root: Path, output_name: str = "e2e_lora", caption: str = "zdm, 1boy", trigger_word: str | None = None
+) -> Path:
+    """A fake sd-scripts, a captioned dataset folder `5_zdm`, a `model` folder and `lora.toml` over them under `root`.
+
+    Returns the config path; the config's paths other than the fake's are relative to `root`.
+    """
+    sd, wrapper = install(root)
+    captioned_images(root / "5_zdm", caption)
+    (root / "model").mkdir()
+    tagging = "" if trigger_word is None else f'[tagging]\ntrigger_word = "{trigger_word}"\n'
+    config = root / "lora.toml"
+    config.write_text(f"""
+[model]
+family = "sd15"
+base = "model"
+[dataset]
+dirs = [{{ path = "5_zdm" }}]
+resolution = 64
+enable_bucket = false
+{tagging}[optimizer]
+type = "AdamW"
+[training]
+epochs = 2
+batch_size = 1
+[save]
+output_name = "{output_name}"
+[run]
+runs_dir = "runs"
+sd_scripts_dir = "{sd}"
+python = "{wrapper}"
+""")
+    return config

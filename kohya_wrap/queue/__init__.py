@@ -1,0 +1,1 @@
+"""The run queue: sweeps, the queue database, workers and executors."""
