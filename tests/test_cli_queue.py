@@ -172,6 +172,8 @@ def test_queue_add_list_cancel_retry_remove_pause(project: Path) -> None:
     out = invoke("queue", "list")[1]
     assert out.splitlines()[-1] == "paused: runners start no new run (`kohya-wrap queue resume`)"
     assert "priority 3" in out.splitlines()[0]
+    assert invoke("queue", "priority", "1", "--to", "-1")[1].startswith("priority -1  1  zdm-")
+    assert "priority -1" in invoke("queue", "list")[1].splitlines()[0]
     assert invoke("queue", "resume")[1] == "resumed: runners start queued runs again\n"
     assert invoke("queue", "remove", "1")[1].startswith("removed 1  zdm-")
     assert invoke("queue", "list")[1] == "the queue of runs is empty\n"
@@ -187,6 +189,13 @@ def test_queue_ids_refused(project: Path) -> None:
         "queue cancel: 'x' is not a job ID; see `kohya-wrap queue list`"
     ]
     assert refused(project, "queue", "retry", "1") == ["queue retry: job 1 is queued"]
+    assert refused(project, "queue", "priority", "1", "x", "--to", "2") == [
+        "queue priority: 'x' is not a job ID; see `kohya-wrap queue list`"
+    ]
+    assert invoke("queue", "cancel", "1")[0] == 0
+    assert refused(project, "queue", "priority", "1", "--to", "2") == [
+        "queue priority: job 1 is cancelled; only a queued job waits for its turn"
+    ]
 
 
 def test_queue_commands_without_a_queue(project: Path) -> None:

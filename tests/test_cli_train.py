@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import fake_sd
@@ -146,3 +149,69 @@ def test_best_of_a_run_without_validation_is_one_line(project: Path) -> None:
         "(e.g. 0.1) to have one, or pick an epoch by its samples\n"
     )
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+# ---- stop ---------------------------------------------------------------------------------------------
+
+
+def test_stop_from_another_terminal_is_ctrl_c(project: Path) -> None:
+    proc, run = fake_sd.start_training(project)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "running" and record["trainer"].split("/")[1] == str(proc.pid)
+    code, out, err = invoke("stop", str(run))
+    assert code == 0, err
+    assert out == (
+        f"stopping {run.name}: Ctrl-C sent to its trainer (pid {proc.pid}); what it saved stays, and "
+        f"`kohya-wrap train --resume {run}` continues it\n"
+    )
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert f"continue with `kohya-wrap train --resume {run}`" in stderr
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["trainer"] is None
+    assert (run / "output" / "e2e_lora-000001.safetensors").is_file()
+    code, _, err = invoke("stop", str(run))
+    assert (code, err) == (2, f"stop: {run.name} is not training (it is interrupted); nothing to stop\n")
+
+
+def fake_running(run: Path, trainer: str | None) -> None:
+    record = json.loads((run / "run.json").read_text())
+    record.update(status="running", trainer=trainer)
+    (run / "run.json").write_text(json.dumps(record))
+
+
+def test_stop_of_a_run_whose_trainer_is_gone_or_elsewhere(project: Path) -> None:
+    assert invoke("train", "lora.toml")[0] == 0
+    (run,) = (project / "runs").iterdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    fake_running(run, f"{socket.gethostname()}/{dead.pid}/")
+    code, _, err = invoke("stop", str(run))
+    assert (code, err) == (
+        2,
+        f"stop: {run.name} is marked running but its trainer (pid {dead.pid}) is gone; continue it with "
+        f"`kohya-wrap train --resume {run}`\n",
+    )
+    fake_running(run, "gpu-node-7/4242/x")
+    code, _, err = invoke("stop", str(run))
+    assert (code, err) == (2, f"stop: {run.name} trains on gpu-node-7 (pid 4242); stop it there\n")
+    fake_running(run, None)
+    code, _, err = invoke("stop", str(run))
+    assert (code, err) == (
+        2,
+        f"stop: {run / 'run.json'} does not say which process trains {run.name}; stop it where it runs\n",
+    )
+    code, _, err = invoke("stop", str(project / "lora.toml"))
+    assert (code, err) == (
+        2,
+        f"run: {project / 'lora.toml'} is a file, not a run folder; give the folder that holds run.json\n",
+    )
+
+
+def test_stop_of_a_queued_run_cancels_its_job(project: Path) -> None:
+    assert invoke("queue", "add", "lora.toml")[0] == 0
+    (run,) = (project / "runs").glob("e2e_lora-*")
+    code, out, err = invoke("stop", str(run))
+    assert code == 0, err
+    assert out == f"stopping {run.name}: queue job 1 cancelled; its runner stops it cleanly\n"
+    assert invoke("queue", "list")[1].split()[:2] == ["1", "cancelled"]

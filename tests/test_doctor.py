@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,13 @@ from kohya_wrap.config.models import Config
 from kohya_wrap.config.presets import LoadedConfig, validate
 from kohya_wrap.train.doctor import (
     Check,
+    CpuProbe,
     check_checkout,
     check_config,
     check_interpreter,
     check_model_files,
+    cpu_precision_problem,
+    cpu_probe,
     diagnose,
     model_file_problems,
     probe,
@@ -189,3 +193,55 @@ def test_diagnose_in_the_order_a_user_fixes_things(tmp_path: Path) -> None:
     diagnosis = doctor(LoadedConfig(cfg))
     assert [c.name for c in diagnosis.checks] == names
     assert diagnosis.failed == ()  # the checkout is off the pinned commit: a warning, not a failure
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("KOHYA_WRAP_CUDA True", CpuProbe(cuda=True)),
+        ("KOHYA_WRAP_CUDA False\nKOHYA_WRAP_BF16_SLOWDOWN 0.3", CpuProbe(cuda=False, bf16_slowdown=0.3)),
+        ("warning: something\nKOHYA_WRAP_CUDA False", CpuProbe(cuda=False)),
+        ("KOHYA_WRAP_CUDA False\nKOHYA_WRAP_BF16_SLOWDOWN nan?", CpuProbe(cuda=False)),
+        ("Traceback: no torch", None),
+    ],
+)
+def test_cpu_probe_reads_cuda_and_the_bf16_slowdown(tmp_path: Path, output: str, expected: CpuProbe | None) -> None:
+    assert cpu_probe(str(fake_python(tmp_path, output))) == expected
+
+
+def no_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(
+    ("precision", "slowdown", "refused"),
+    [
+        ("bf16", 240.0, True),  # emulated bf16: an SDXL step of seconds becomes minutes
+        ("bf16", 0.3, False),  # native bf16 (AVX512-BF16, AMX): faster than fp32
+        ("no", 240.0, False),
+    ],
+)
+def test_sdxl_bf16_on_a_cpu_without_native_bf16_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str, slowdown: float, refused: bool
+) -> None:
+    no_nvidia_smi(tmp_path, monkeypatch)
+    python = fake_python(tmp_path, f"KOHYA_WRAP_CUDA False\nKOHYA_WRAP_BF16_SLOWDOWN {slowdown}")
+    cfg = config(tmp_path, "sdxl", training={"mixed_precision": precision}, run={"python": str(python)})
+    expected = (
+        'training.mixed_precision: "bf16" cannot run here: sd-scripts sees no CUDA GPU, so it would train on the '
+        "CPU, where bf16 has no native support (AVX512-BF16 or AMX): a small product ran 240× slower than fp32, a "
+        'model\'s larger layers slower still; set training.mixed_precision = "no"'
+    )
+    assert cpu_precision_problem(cfg) == (expected if refused else None)
+
+
+def test_a_cuda_interpreter_is_never_refused_a_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_nvidia_smi(tmp_path, monkeypatch)
+    python = fake_python(tmp_path, "KOHYA_WRAP_CUDA True")
+    for family, precision in (("sd15", "bf16"), ("sdxl", "fp16")):
+        cfg = config(tmp_path, family, training={"mixed_precision": precision}, run={"python": str(python)})
+        assert cpu_precision_problem(cfg) is None

@@ -245,6 +245,22 @@ def test_table_time_adds_startup_steps_samples_and_saves(make) -> None:  # type:
     assert time.source == "rough table figure for 24 GB-class GPUs"
 
 
+def test_validation_loss_costs_forward_passes_over_the_held_out_batches(make) -> None:  # type: ignore[no-untyped-def]
+    overrides = ("training.batch_size=1", "training.epochs=4", "sampling.prompts=[]", "validation.split=0.2")
+    cfg, plan = make("sd15-character", *overrides, "validation.every_n_epochs=2")
+    assert plan.validation_images == 2 and plan.total_steps == 8 * 10 * 4
+    assert es.validation_batches(cfg, plan) == 2 * 2  # 2 held-out batches, after epochs 2 and 4
+    time = es.table_time(cfg, plan, "24gb")
+    # Each batch goes forward at 4 timesteps; a forward pass is half of a sampling step (0.7 of a step).
+    assert time.validation_seconds == pytest.approx(4 * 4 * 0.35 * 0.25)
+    without = es.table_time(*make("sd15-character", *overrides, "validation.split=0"), "24gb")
+    assert without.validation_seconds == 0
+    # Beside it, the 2 held-out images are neither trained (10 repeats × 4 epochs) nor cached.
+    assert time.seconds - time.validation_seconds == pytest.approx(without.seconds - 2 * 10 * 4 * 0.25 - 2 * 0.05)
+    capped, capped_plan = make("sd15-character", *overrides, "validation.max_batches=1")
+    assert es.validation_batches(capped, capped_plan) == 1 * 4
+
+
 def test_earlier_runs_on_this_machine_replace_the_table(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg, plan = make(
         "sd15-character",

@@ -14,11 +14,11 @@ from click.testing import CliRunner, Result
 
 from kohya_wrap.cli import main
 from kohya_wrap.commands.interop import export_config, import_config, read_settings
-from kohya_wrap.config.importers.draft import OWNED_BY_RENDER
-from kohya_wrap.config.importers.sd_scripts import prompt_from_line, warmup_percent
 from kohya_wrap.config.models import Config
 from kohya_wrap.config.presets import validate
 from kohya_wrap.errors import ConfigError
+from kohya_wrap.interop.importers.draft import OWNED_BY_RENDER
+from kohya_wrap.interop.importers.sd_scripts import prompt_from_line, warmup_percent
 from kohya_wrap.train.render import warmup_steps
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "interop"

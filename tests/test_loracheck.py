@@ -175,13 +175,13 @@ def test_the_trained_sd15_lora_loads_in_comfyui_and_diffusers(
     ]
 
 
-def assert_loads_into_pipeline(pipeline_name: str, model: Path, lora: Path) -> None:
+def assert_loads_into_pipeline(pipeline_name: str, model: Path, lora: Path, dtype: str = "float32") -> None:
     """diffusers (with peft) loads the LoRA into the model's pipeline: every module gets its weights."""
     import diffusers
     import torch
     from safetensors.torch import load_file
 
-    pipeline = getattr(diffusers, pipeline_name).from_pretrained(str(model), torch_dtype=torch.float32)
+    pipeline = getattr(diffusers, pipeline_name).from_pretrained(str(model), torch_dtype=getattr(torch, dtype))
     pipeline.load_lora_weights(str(lora), adapter_name="ours")
     state = load_file(str(lora))
     modules = {key.partition(".")[0] for key in state}
@@ -199,14 +199,21 @@ def assert_loads_into_pipeline(pipeline_name: str, model: Path, lora: Path) -> N
     # names SDXL's U-Net modules as the original checkpoint does).
     name, module = next((n, m) for n, m in injected if n.endswith("attn1.to_q"))
     key = next(m for m in modules if diffusers_name(m.removeprefix("lora_unet_")) == name.replace(".", "_"))
-    assert torch.equal(module.lora_A["ours"].weight, state[f"{key}.lora_down.weight"].float())
-    assert torch.equal(module.lora_B["ours"].weight, state[f"{key}.lora_up.weight"].float())
+    loaded_a, loaded_b = module.lora_A["ours"].weight, module.lora_B["ours"].weight
+    assert torch.equal(loaded_a, state[f"{key}.lora_down.weight"].to(loaded_a.dtype))
+    assert torch.equal(loaded_b, state[f"{key}.lora_up.weight"].to(loaded_b.dtype))
 
 
 def assert_sdxl_lora_loads(lora: Path, model: Path) -> None:
-    """The SDXL LoRA of the real SDXL training test (tests/test_e2e_train.py): ComfyUI's key names, and every
-    module a layer of the base model with fitting shapes."""
-    result = check_lora(lora, "sdxl", model, use_diffusers=False)
+    """The SDXL LoRA of the real SDXL training test (tests/test_e2e_train.py): ComfyUI's key names, every
+    module a layer of the base model with fitting shapes, diffusers' SDXL converter, and the SDXL pipeline
+    (in bf16: the full-size random SDXL model takes half the memory)."""
+    result = check_lora(lora, "sdxl", model)
     assert result.problems == () and result.notes == ()
-    assert len(result.checked) == 2
+    assert result.checked == (
+        "key names follow ComfyUI's kohya mapping",
+        "every module is a layer of the base model, with fitting shapes",
+        "diffusers' kohya converter takes every key",
+    )
     assert result.modules > 0
+    assert_loads_into_pipeline("StableDiffusionXLPipeline", model, lora, dtype="bfloat16")

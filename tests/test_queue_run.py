@@ -15,7 +15,8 @@ from pathlib import Path
 import fake_sd
 import pytest
 
-from kohya_wrap.queue.store import Job, QueueStore, group_alive
+from kohya_wrap.procs import group_alive
+from kohya_wrap.queue.store import Job, QueueStore
 from kohya_wrap.queue.worker import trainer_pids
 
 HERE = Path(__file__).parent

@@ -245,4 +245,4 @@ def test_set_priority_reorders_queued_jobs(store: QueueStore) -> None:
     store.claim(Claimant.current())
     with pytest.raises(QueueError) as err:
         store.set_priority([b.id], 1)
-    assert err.value.lines == (f"queue priority: job {b.id} is claimed",)
+    assert err.value.lines == (f"queue priority: job {b.id} is claimed; only a queued job waits for its turn",)

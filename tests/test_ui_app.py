@@ -197,7 +197,7 @@ def test_check_shows_the_plan_lines_validate_prints(client: TestClient, project:
     assert plan[:3] == [
         "sd15 LoRA 'web_lora', 3 images × repeats = 15, batch 2, 2 epochs",
         "steps: 8 per epoch × 2 epochs = 16",
-        "validation: 1 images held out, their loss measured after every epoch",
+        "validation: 1 image held out, their loss measured after every epoch",
     ]
 
 
@@ -341,12 +341,24 @@ def test_queue_from_the_form_then_stop_resume_and_queue_again(tmp_path: Path) ->
     run_id = str(result["run"])
     assert run_id.startswith("web_lora-") and (tmp_path / "runs" / run_id / "run.json").is_file()
     page = client.get("/queue").text
-    assert '<tr data-job="1" data-state="queued">' in page and "<td>3</td>" in page
+    assert '<tr data-job="1" data-state="queued">' in page and 'data-priority-job="1" value="3"' in page
+    status, result = post(client, "/queue/1/priority", {"priority": "-2"})
+    assert status == 200 and result["job"]["priority"] == -2  # type: ignore[index]
+    assert 'data-priority-job="1" value="-2"' in client.get("/queue").text
+    assert post(client, "/queue/1/priority", {"priority": "soon"}) == (
+        400,
+        {"ok": False, "errors": ["queue priority: 'soon' is not a whole number; higher runs first, e.g. 5 or -1"]},
+    )
     assert 'data-action="stop"' in client.get(f"/runs/{run_id}").text
     status, result = post(client, f"/runs/{run_id}/stop", {})
     assert status == 200 and result["job"]["state"] == "cancelled"  # type: ignore[index]
     status, result = post(client, "/queue/1/cancel", {})
     assert status == 400 and result["errors"] == ["queue cancel: job 1 is cancelled"]
+    assert post(client, "/queue/1/priority", {"priority": 9}) == (
+        400,
+        {"ok": False, "errors": ["queue priority: job 1 is cancelled; only a queued job waits for its turn"]},
+    )
+    assert "<td>-2</td>" in client.get("/queue").text
     assert 'data-action="resume"' in client.get(f"/runs/{run_id}").text
     status, result = post(client, f"/runs/{run_id}/resume", {})
     assert status == 200 and result["job"]["state"] == "queued"  # type: ignore[index]
@@ -361,10 +373,37 @@ def test_queue_from_the_form_then_stop_resume_and_queue_again(tmp_path: Path) ->
     )
     assert post(client, "/queue/2/explode", {}) == (
         400,
-        {"ok": False, "errors": ["queue: unknown action 'explode'; use cancel, retry or remove"]},
+        {"ok": False, "errors": ["queue: unknown action 'explode'; use cancel, retry, remove or priority"]},
     )
     status, result = post(client, "/queue/2/remove", {})
     assert status == 200 and result["job"]["id"] == 2  # type: ignore[index]
+
+
+def test_a_run_started_with_the_cli_stops_from_its_page_and_resumes_through_the_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fake_sd
+
+    from kohya_wrap.commands.queue import status
+
+    write_project(tmp_path)
+    monkeypatch.setenv("FAKE_SD_LOG", SIMPLE)
+    proc, run = fake_sd.start_training(tmp_path)
+    client = make_client(tmp_path)
+    assert 'data-action="stop"' in client.get(f"/runs/{run.name}").text
+    status_code, result = post(client, f"/runs/{run.name}/stop", {})
+    assert status_code == 200, result
+    assert str(result["message"]).startswith(f"stopping {run.name}: Ctrl-C sent to its trainer (pid {proc.pid})")
+    proc.communicate(timeout=60)
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    page = client.get(f"/runs/{run.name}").text
+    assert 'data-action="resume"' in page and 'data-action="stop"' not in page
+    status_code, result = post(client, f"/runs/{run.name}/resume", {})
+    assert status_code == 200 and result["message"] == "job 1 is queued", result
+    (entry,) = status(tmp_path / "runs").entries
+    assert entry.job.run_dir == run and entry.job.resume and entry.job.state == "queued"
+    status_code, result = post(client, f"/runs/{run.name}/resume", {})
+    assert (status_code, result) == (400, {"ok": False, "errors": [f"queue: {run.name} is already job 1 (queued)"]})
 
 
 def test_a_sweep_is_checked_whole_then_queued(tmp_path: Path) -> None:

@@ -255,6 +255,47 @@ def test_a_run_started_elsewhere_shows_up_live_on_the_runs_page(
     expect(page.locator('#runs-table [data-field="loss"]')).to_have_text("1.1900")
 
 
+def test_a_run_started_with_the_cli_stops_from_its_page(
+    site: tuple[Path, str], page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fake_sd
+
+    root, url = site
+    monkeypatch.setenv("FAKE_SD_LOG", SIMPLE)
+    proc, run = fake_sd.start_training(root)
+    try:
+        page.goto(f"{url}/runs/{run.name}")
+        expect(page.locator('#run-live [data-field="status"]')).to_have_text("running")
+        page.click('button[data-action="stop"]')
+        expect(page.locator("#toast")).to_contain_text(f"Ctrl-C sent to its trainer (pid {proc.pid})")
+        expect(page.locator('#run-live [data-field="status"]')).to_have_text("interrupted")
+        proc.communicate(timeout=60)
+        page.reload()
+        expect(page.locator('button[data-action="resume"]')).to_be_visible()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_queue_priority_is_set_on_the_queue_page(site: tuple[Path, str], page: Page) -> None:
+    root, url = site
+    for _ in range(2):
+        subprocess.run([sys.executable, "-m", "kohya_wrap", "queue", "add", "lora.toml"], cwd=root, check=True)
+    page.goto(f"{url}/queue")
+    first = page.locator('#queue-table tr[data-job="1"] td').nth(1)
+    expect(first).to_have_text("1")
+    page.fill('[data-priority-job="2"]', "5")
+    page.press('[data-priority-job="2"]', "Enter")
+    # The page reloads with job 2 first in line.
+    expect(page.locator('#queue-table tr[data-job="2"] td').nth(1)).to_have_text("1")
+    expect(page.locator('[data-priority-job="2"]')).to_have_value("5")
+    expect(first).to_have_text("2")
+    page.fill('[data-priority-job="1"]', "")  # a number field takes no other text; empty is refused
+    page.click('[data-priority-set="1"]')
+    expect(page.locator("#queue-errors")).to_contain_text("queue priority: '' is not a whole number")
+
+
 def test_tagging_a_folder_shows_a_progress_bar(site: tuple[Path, str], page: Page, tmp_path: Path) -> None:
     from tagger_model import build_tagger_model, quadrant_image
 

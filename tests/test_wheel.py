@@ -74,4 +74,4 @@ def test_presets_and_init_from_the_installed_wheel(installed: Path, tmp_path: Pa
         bin_dir / "kohya-wrap", "validate", "mine.toml", "--set", "dataset.dirs=[{path='10_zdm'}]", cwd=tmp_path
     )
     assert checked.returncode == 0, checked.stderr
-    assert checked.stdout.splitlines()[0] == "ok: sd15 LoRA 'zdm', 1 images × repeats = 10, batch 2, 10 epochs"
+    assert checked.stdout.splitlines()[0] == "ok: sd15 LoRA 'zdm', 1 image × repeats = 10, batch 2, 10 epochs"

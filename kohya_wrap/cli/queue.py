@@ -229,30 +229,12 @@ def _run_queue(
 ) -> None:
     from kohya_wrap.commands import queue as commands
 
-    address = ray_address or commands.configured_ray_address(runs_dir)
-    if address is not None:
-        _run_on_ray(runs_dir, gpu_ids, per_run, until_empty, address)
-    result = commands.run(runs_dir, click.echo, gpu_ids, per_run, until_empty)
-    _print_result(result)
-    waiting = commands.waiting_for_wider_slots(runs_dir, per_run)
-    if waiting:
-        ids = ", ".join(str(job.id) for job in waiting)
+    done = commands.run_queue(runs_dir, click.echo, gpu_ids, per_run, until_empty, ray_address)
+    _print_result(done.result)
+    if done.waiting:
+        ids = ", ".join(str(job.id) for job in done.waiting)
         echo_err(f"note: jobs {ids} need more than {per_run} GPUs per run; run the queue with a larger --per-run")
-    raise SystemExit(result.exit_code)
-
-
-def _run_on_ray(runs_dir: Path, gpu_ids: list[int] | None, per_run: int, until_empty: bool, address: str) -> None:
-    from kohya_wrap.commands import queue as commands
-    from kohya_wrap.errors import ConfigError
-
-    if gpu_ids is not None or per_run != 1:
-        raise ConfigError(
-            "queue run --ray: --gpus and --per-run choose this machine's GPUs; on Ray each run reserves its own "
-            "(its run.num_processes) on some node, so drop them"
-        )
-    result = commands.run_on_ray(runs_dir, click.echo, address, until_empty)
-    _print_result(result)
-    raise SystemExit(result.exit_code)
+    raise SystemExit(done.result.exit_code)
 
 
 def _print_result(result: RunnerResult) -> None:
@@ -286,6 +268,18 @@ def _ids_command(name: str, verb: str, help_text: str) -> None:
 _ids_command("cancel", "cancelled", "Cancel jobs by ID: queued ones never start, running ones stop cleanly.")
 _ids_command("retry", "queued", "Queue failed, cancelled or interrupted jobs again; they resume where they stopped.")
 _ids_command("remove", "removed", "Delete jobs from the queue (their run folders stay); cancel running ones first.")
+
+
+@queue.command("priority")
+@click.argument("ids", nargs=-1)
+@click.option("--to", "priority", type=int, required=True, help="The new priority (higher runs first).")
+@RUNS_DIR_OPTION
+def queue_priority(ids: tuple[str, ...], priority: int, runs_dir: Path) -> None:
+    """Change when queued jobs run: `queue priority 12 13 --to 5` (higher first; equal ones in order added)."""
+    from kohya_wrap.commands import queue as commands
+
+    for job in commands.set_priority(runs_dir, commands.parse_ids(ids, "priority"), priority):
+        click.echo(f"priority {job.priority}  {job.id}  {job.run_dir.name}")
 
 
 @queue.command("pause")

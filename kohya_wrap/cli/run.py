@@ -142,6 +142,15 @@ def train(
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def stop(run_dir: Path) -> None:
+    """Stop a training run from another terminal, as Ctrl-C would (it stays resumable)."""
+    from kohya_wrap.commands import train as commands
+
+    click.echo(commands.stop(run_dir))
+
+
+@main.command()
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 def runs(runs_dir: Path) -> None:
     """List runs with their status."""

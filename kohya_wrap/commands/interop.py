@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kohya_wrap.config.importers.draft import Imported, config_toml
 from kohya_wrap.config.models import Config
 from kohya_wrap.errors import ConfigError
+from kohya_wrap.interop.importers.draft import Imported, config_toml
 
 if TYPE_CHECKING:
     from kohya_wrap.review.loracheck import LoraCheck
@@ -40,7 +40,7 @@ class ExportResult:
 
 def read_settings(path: Path, family: str | None = None) -> Imported:
     """Another tool's settings file, recognised by its content, as our config document and key fates."""
-    from kohya_wrap.config.importers import civitai, detect, kohya_ss, sd_scripts
+    from kohya_wrap.interop.importers import civitai, detect, kohya_ss, sd_scripts
 
     if family is not None and family not in FAMILIES:
         raise ConfigError(f"import: --family {family} is not one of {', '.join(FAMILIES)}")
@@ -94,8 +94,8 @@ def import_config(
 def export_config(config: Config, to: str, output: Path) -> ExportResult:
     """Write `config` in another tool's format: `kohya_ss` (a GUI config JSON, plus a dataset TOML beside it
     when the folders are not kohya's `<repeats>_<name>` folders of one parent). Never overwrites."""
-    from kohya_wrap.config.export import to_kohya_ss
     from kohya_wrap.files import write_new_file
+    from kohya_wrap.interop.export import to_kohya_ss
 
     if to != "kohya_ss":
         raise ConfigError(f"export: --to {to} is not supported; use --to kohya_ss")

@@ -140,6 +140,33 @@ def add(checked: Sequence[TrainingInput], priority: int = 0) -> list[Job]:
     return jobs
 
 
+def active_job(run_dir: Path) -> Job | None:
+    """The queue job that holds `run_dir` (queued, claimed or running) in its runs folder's queue, if any."""
+    folder = run_dir.expanduser().resolve()
+    if not (folder.parent / DB_NAME).is_file():
+        return None
+    with open_queue(folder.parent, create=False) as store:
+        jobs = store.list(("queued", "claimed", "running"))
+    return next((job for job in jobs if job.run_dir.resolve() == folder), None)
+
+
+def queue_resume(run_dir: Path, priority: int = 0) -> Job:
+    """Queue an existing run folder to continue from its last saved state (a run stopped outside the queue)."""
+    from kohya_wrap.commands.train import open_run
+    from kohya_wrap.queue.worker import gpus_needed
+    from kohya_wrap.train.runs import read_record
+
+    layout = open_run(run_dir)
+    record = read_record(layout)
+    if record.status not in ("interrupted", "failed"):
+        raise QueueError(f"queue: {layout.root.name} is {record.status}; only an interrupted or failed run resumes")
+    if (held := active_job(layout.root)) is not None:
+        raise QueueError(f"queue: {layout.root.name} is already job {held.id} ({held.state})")
+    with open_queue(layout.root.parent) as store:
+        (job,) = store.add_all([NewJob(layout.root, priority, None, gpus_needed(layout.root), resume=True)])
+    return job
+
+
 def status(runs_dir: Path) -> QueueStatus:
     """Every row of the queue with the progress of the running ones (an empty status when there is no queue)."""
     folder = runs_dir.expanduser().resolve()
@@ -246,6 +273,36 @@ def run(
     slots = plan_slots(gpus, per_run, detect_gpus())
     with open_queue(runs_dir) as store:
         return LocalRunner(store, slots, notify).run(until_empty)
+
+
+@dataclass(frozen=True)
+class QueueRun:
+    """What a `queue run` did, and the queued jobs no slot of this runner was wide enough for."""
+
+    result: RunnerResult
+    waiting: tuple[Job, ...] = ()
+
+
+def run_queue(
+    runs_dir: Path,
+    notify: Callable[[str], None],
+    gpus: Sequence[int] | None = None,
+    per_run: int = 1,
+    until_empty: bool = False,
+    ray_address: str | None = None,
+) -> QueueRun:
+    """Run the queue where it belongs: on the Ray cluster given (or named by the queued configs'
+    `run.executor = "ray"`), else on this machine's GPUs cut into slots of `per_run`."""
+    address = ray_address or configured_ray_address(runs_dir)
+    if address is None:
+        result = run(runs_dir, notify, gpus, per_run, until_empty)
+        return QueueRun(result, tuple(waiting_for_wider_slots(runs_dir, per_run)))
+    if gpus is not None or per_run != 1:
+        raise ConfigError(
+            "queue run --ray: --gpus and --per-run choose this machine's GPUs; on Ray each run reserves its own "
+            "(its run.num_processes) on some node, so drop them"
+        )
+    return QueueRun(run_on_ray(runs_dir, notify, address, until_empty))
 
 
 def run_on_ray(runs_dir: Path, notify: Callable[[str], None], address: str, until_empty: bool = False) -> RunnerResult:

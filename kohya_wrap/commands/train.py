@@ -180,6 +180,46 @@ def open_run(run_dir: Path) -> RunLayout:
     return layout
 
 
+def stop(run_dir: Path) -> str:
+    """Stop a training run from anywhere the way Ctrl-C would (what it saved stays; it can be resumed).
+
+    A run the queue holds is cancelled through the queue, whose runner stops it cleanly and does not resume
+    it behind the user's back; a run started with `kohya-wrap train` gets SIGINT in the process that trains it
+    (run.json names it). Returns what was done, as a line for the user.
+    """
+    import os
+    import signal
+
+    from kohya_wrap.commands.queue import active_job, cancel
+    from kohya_wrap.procs import ProcessRef
+    from kohya_wrap.train.runs import read_record
+
+    layout = open_run(run_dir)
+    record = read_record(layout)
+    name = layout.root.name
+    if (job := active_job(layout.root)) is not None:
+        cancel(layout.root.parent, [job.id])
+        return f"stopping {name}: queue job {job.id} cancelled; its runner stops it cleanly"
+    if record.status != "running":
+        raise RunError(f"stop: {name} is not training (it is {record.status}); nothing to stop")
+    owner = ProcessRef.parse(record.trainer or "")
+    if owner is None:
+        raise RunError(f"stop: {layout.run_json} does not say which process trains {name}; stop it where it runs")
+    alive = owner.alive()
+    if alive is None:
+        raise RunError(f"stop: {name} trains on {owner.host} (pid {owner.pid}); stop it there")
+    if not alive:
+        raise RunError(
+            f"stop: {name} is marked running but its trainer (pid {owner.pid}) is gone; continue it with "
+            f"`kohya-wrap train --resume {layout.root}`"
+        )
+    os.kill(owner.pid, signal.SIGINT)
+    return (
+        f"stopping {name}: Ctrl-C sent to its trainer (pid {owner.pid}); what it saved stays, and "
+        f"`kohya-wrap train --resume {layout.root}` continues it"
+    )
+
+
 def runs(base: Path) -> list[tuple[RunLayout, RunRecord | None]]:
     """Every run folder under `base`, oldest first; a folder with a broken run.json has record None."""
     from kohya_wrap.train.runs import list_runs

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from kohya_wrap.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRAINING_FAILED, ConfigError
-from kohya_wrap.queue.store import ACTIVE_STATES, Claimant, Job, QueueStore, group_alive
+from kohya_wrap.procs import group_alive
+from kohya_wrap.queue.store import ACTIVE_STATES, Claimant, Job, QueueStore
 from kohya_wrap.queue.worker import STOP_GRACE_S, WORKER_LOG, kill_tree, signal_group, start_worker, stop_trainers
 
 Notify = Callable[[str], None]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import os
-import socket
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from kohya_wrap.errors import KohyaWrapError
+from kohya_wrap.procs import ProcessRef, group_alive
 
 State = Literal["queued", "claimed", "running", "done", "failed", "cancelled", "interrupted"]
 STATES: tuple[State, ...] = get_args(State)
@@ -33,30 +33,16 @@ SCHEMA_VERSION = 1
 # Written into the SQLite header (PRAGMA application_id): tells our database from any other SQLite file.
 APPLICATION_ID = 0x4B57_5131  # "KWQ1"
 BUSY_TIMEOUT_S = 30.0
+# What to do when a job is in the wrong state for a command, by command.
+ID_HINTS = {"remove": "; cancel it first", "priority": "; only a queued job waits for its turn"}
 
 
 class QueueError(KohyaWrapError):
     """The queue database is unusable, or a queue command names jobs it cannot act on (exit 2)."""
 
 
-@dataclass(frozen=True)
-class Claimant:
-    """The process that claimed a job: its host, pid and a start token that tells a reused pid apart."""
-
-    host: str
-    pid: int
-    start: str
-
-    @classmethod
-    def current(cls) -> Claimant:
-        """This process."""
-        return cls(socket.gethostname(), os.getpid(), process_start(os.getpid()) or "")
-
-    def alive(self) -> bool | None:
-        """Whether the process still runs: None when it ran on another host (we cannot tell from here)."""
-        if self.host != socket.gethostname():
-            return None
-        return process_alive(self.pid, self.start)
+# The process that claimed a job: its host, pid and a start token that tells a reused pid apart.
+Claimant = ProcessRef
 
 
 @dataclass(frozen=True)
@@ -93,6 +79,7 @@ class NewJob:
     priority: int = 0
     sweep: str | None = None
     gpus: int = 1
+    resume: bool = False  # continue the run folder from its last saved state (it trained before)
 
 
 @dataclass(frozen=True)
@@ -145,66 +132,6 @@ _COLUMNS = (
 
 def now_iso() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, …); None when unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: count fields after its closing one.
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def process_start(pid: int) -> str | None:
-    """A token for the process's start (boot id + start tick on Linux); None where the system has no /proc."""
-    fields = stat_fields(pid)
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-    return None if fields is None else f"{boot}:{fields[19]}"
-
-
-def process_alive(pid: int, start: str = "") -> bool:
-    """Whether `pid` runs and (when `start` is given and /proc exists) is the same process as then."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    if start:
-        now = process_start(pid)
-        if now is not None and now != start:
-            return False
-    return _not_zombie(pid)
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the process group is still running (zombies excluded where /proc tells)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = stat_fields(int(entry.name))
-        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def _not_zombie(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return fields is None or fields[0] != "Z"
 
 
 class QueueStore:
@@ -365,9 +292,9 @@ class QueueStore:
         with self._write() as conn:
             for new in jobs:
                 cur = conn.execute(
-                    "INSERT INTO jobs (run_dir, priority, state, sweep, gpus, created, updated) "
-                    "VALUES (?, ?, 'queued', ?, ?, ?, ?)",
-                    (str(new.run_dir), new.priority, new.sweep, new.gpus, stamp, stamp),
+                    "INSERT INTO jobs (run_dir, priority, state, sweep, gpus, resume, created, updated) "
+                    "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+                    (str(new.run_dir), new.priority, new.sweep, new.gpus, int(new.resume), stamp, stamp),
                 )
                 assert cur.lastrowid is not None
                 ids.append(cur.lastrowid)
@@ -487,7 +414,7 @@ class QueueStore:
             if row is None:
                 problems.append(f"queue {verb}: no job {job_id} in {self.path}; see `kohya-wrap queue list`")
             elif row[0] not in allowed:
-                hint = "; cancel it first" if verb == "remove" else ""
+                hint = ID_HINTS.get(verb, "")
                 problems.append(f"queue {verb}: job {job_id} is {row[0]}{hint}")
         return problems
 

@@ -33,7 +33,8 @@ from kohya_wrap.errors import (
     TrainingInterrupted,
 )
 from kohya_wrap.files import write_atomic
-from kohya_wrap.queue.store import Job, QueueStore, State, group_alive, stat_fields
+from kohya_wrap.procs import group_alive, stat_fields
+from kohya_wrap.queue.store import Job, QueueStore, State
 from kohya_wrap.train.layout import RunLayout
 from kohya_wrap.train.view import SilentView, View
 

@@ -57,32 +57,78 @@ print("KOHYA_WRAP_PROBE " + json.dumps(out))
 """
 
 
-# Asked of the sd-scripts interpreter before a launch whose precision needs a GPU.
-CUDA_PROBE = "import torch; print('KOHYA_WRAP_CUDA', torch.cuda.is_available())"
+# Asked of the sd-scripts interpreter before a launch whose precision needs a GPU. Without CUDA it also times
+# one bf16 matrix product against fp32: a CPU without native bf16 (AVX512-BF16, AMX) runs bf16 through
+# reference kernels, 30-400 times slower as sizes grow (measured: 512² 31×, SDXL's convolutions 180×), so an
+# SDXL step that takes seconds takes minutes. With native bf16 the product is faster than fp32.
+CUDA_PROBE = r"""
+import time, torch
+cuda = torch.cuda.is_available()
+print('KOHYA_WRAP_CUDA', cuda)
+def best(dtype):
+    a = torch.randn(512, 512, dtype=dtype)
+    times = []
+    for _ in range(4):
+        start = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - start)
+    return min(times[1:])
+if not cuda:
+    print('KOHYA_WRAP_BF16_SLOWDOWN', best(torch.bfloat16) / best(torch.float32))
+"""
+# bf16 this many times slower than fp32 on the CPU means emulated kernels (native bf16 is faster than fp32).
+SLOW_BF16 = 8.0
+
+
+@dataclass(frozen=True)
+class CpuProbe:
+    """What the sd-scripts interpreter says of this machine: CUDA, and how much slower bf16 runs on its CPU."""
+
+    cuda: bool
+    bf16_slowdown: float | None = None
+
+
+def cpu_probe(python: str) -> CpuProbe | None:
+    """Ask the sd-scripts interpreter (importing torch takes seconds); None when it cannot tell."""
+    try:
+        done = subprocess.run([python, "-c", CUDA_PROBE], capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = done.stdout.splitlines()
+    if "KOHYA_WRAP_CUDA True" in lines:
+        return CpuProbe(cuda=True)
+    if "KOHYA_WRAP_CUDA False" not in lines:
+        return None
+    slowdown = next((line.split()[1] for line in lines if line.startswith("KOHYA_WRAP_BF16_SLOWDOWN ")), None)
+    try:
+        return CpuProbe(cuda=False, bf16_slowdown=float(slowdown) if slowdown else None)
+    except ValueError:
+        return CpuProbe(cuda=False)
 
 
 def cpu_precision_problem(cfg: Config) -> str | None:
     """A mixed precision that stops sd-scripts when the run lands on the CPU, as a `section.key: message` line.
 
-    Only when nvidia-smi lists no GPU is the sd-scripts interpreter asked whether it sees CUDA (importing
-    torch takes seconds); when it cannot tell, sd-scripts decides (and the failure triage explains it).
+    Only when nvidia-smi lists no GPU is the sd-scripts interpreter asked whether it sees CUDA and how fast its
+    CPU runs bf16 (importing torch takes seconds); when it cannot tell, sd-scripts decides (and the failure
+    triage explains it). bf16 that works but crawls is refused too: a run that would take days is not a run.
     """
     precision = cfg.training.mixed_precision
+    if precision not in ("fp16", "bf16") or nvidia_gpu_listed():
+        return None
+    found = cpu_probe(sd_python(cfg))
+    if found is None or found.cuda:
+        return None
     if precision == "fp16":
         reason = "accelerate refuses fp16 without a GPU"
-    elif precision == "bf16" and cfg.model.family == "sd15":
+    elif cfg.model.family == "sd15":
         reason = 'SD1.5\'s text encoder stops in bf16 ("mixed dtype (CPU)")'
-    else:
-        return None
-    if nvidia_gpu_listed():
-        return None
-    try:
-        done = subprocess.run(
-            [sd_python(cfg), "-c", CUDA_PROBE], capture_output=True, text=True, timeout=300, check=False
+    elif found.bf16_slowdown is not None and found.bf16_slowdown >= SLOW_BF16:
+        reason = (
+            f"bf16 has no native support (AVX512-BF16 or AMX): a small product ran {found.bf16_slowdown:.0f}× "
+            "slower than fp32, a model's larger layers slower still"
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if "KOHYA_WRAP_CUDA False" not in done.stdout.splitlines():
+    else:
         return None
     return (
         f'training.mixed_precision: "{precision}" cannot run here: sd-scripts sees no CUDA GPU, so it would train '

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kohya_wrap.data.dataset import DatasetReport
 from kohya_wrap.errors import RunError, TrainingFailed, TrainingInterrupted
+from kohya_wrap.procs import ProcessRef
 from kohya_wrap.train import events as ev
 from kohya_wrap.train import launch
 from kohya_wrap.train.layout import RunLayout
@@ -169,6 +170,7 @@ def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, 
         versions=versions(plan.cwd),
         dataset_hash=dataset_hash(report) if report else record.dataset_hash,
         resumed_from=str(point.state_dir) if point else record.resumed_from,
+        trainer=ProcessRef.current().token(),
     )
     steps_per_epoch = record.total_steps // max(record.epochs, 1)
     offset = point.epoch * steps_per_epoch if point else 0
@@ -191,7 +193,9 @@ def execute(layout: RunLayout, view: View, report: DatasetReport | None = None, 
     else:
         status = "failed"
         reason = sink.errors[0].message if sink.errors else (finished.reason if finished else "no result")
-    record = update_record(layout, record, status=status, ended=now_iso(), exit_code=result.exit_code, reason=reason)
+    record = update_record(
+        layout, record, status=status, ended=now_iso(), exit_code=result.exit_code, reason=reason, trainer=None
+    )
     if status == "interrupted":
         raise TrainingInterrupted(
             f"interrupted: saved epochs and state are kept in {layout.output_dir}; "

@@ -47,6 +47,9 @@ class RunRecord:
     attempts: int = 0
     versions: dict[str, str] = field(default_factory=dict)
     dataset_hash: str | None = None
+    # The `kohya-wrap` process training the run while its status is "running" (`host/pid/start`), so
+    # another front-end can stop it the way Ctrl-C would; cleared when it ends.
+    trainer: str | None = None
     schema: int = RUN_SCHEMA
 
     def to_json(self) -> str:

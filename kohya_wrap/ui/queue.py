@@ -11,8 +11,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kohya_wrap.errors import KohyaWrapError, RunError
+from kohya_wrap.queue.store import QueueError
 from kohya_wrap.train.layout import RunLayout
-from kohya_wrap.ui.app import UiContext, error_response
+from kohya_wrap.ui.app import UiContext, error_response, read_json
 
 if TYPE_CHECKING:
     from kohya_wrap.queue.store import Job
@@ -51,27 +52,58 @@ def job_for_run(ctx: UiContext, layout: RunLayout) -> Job | None:
 
 
 def run_actions(ctx: UiContext, layout: RunLayout, status: str) -> list[str]:
-    """Buttons for a run: stop while queued or training, resume once stopped, queue again (a new run) always."""
+    """Buttons for a run: stop while queued or training, resume once stopped, queue again (a new run) always.
+
+    A run started with `kohya-wrap train` (no queue row) stops through its trainer process and resumes
+    through the queue, like any other.
+    """
     job = job_for_run(ctx, layout)
     actions = []
     if job is not None and job.state in ("queued", "claimed", "running") and status != "finished":
         actions.append("stop")
     elif job is not None and job.state in ("failed", "cancelled", "interrupted") and status != "finished":
         actions.append("resume")
+    elif job is None and status == "running" and trainer_here(layout):
+        actions.append("stop")
+    elif job is None and status in ("interrupted", "failed"):
+        actions.append("resume")
     if layout.config.is_file():
         actions.append("queue-again")
     return actions
 
 
-def job_action(ctx: UiContext, job_id: int, action: str) -> dict[str, Any]:
-    """Cancel, retry or remove one job through the queue's commands."""
+def trainer_here(layout: RunLayout) -> bool:
+    """Whether the process that run.json says trains this run runs on this machine (so the page can stop it)."""
+    from kohya_wrap.procs import ProcessRef
+    from kohya_wrap.train.runs import read_record
+
+    try:
+        owner = ProcessRef.parse(read_record(layout).trainer or "")
+    except KohyaWrapError:
+        return False
+    return owner is not None and owner.alive() is True
+
+
+def job_action(ctx: UiContext, job_id: int, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Cancel, retry, remove or re-prioritise one job through the queue's commands."""
     from kohya_wrap.commands import queue
 
+    if action == "priority":
+        (job,) = queue.set_priority(ctx.runs_dir, [job_id], priority_value((body or {}).get("priority")))
+        return _job_json(job)
     commands = {"cancel": queue.cancel, "retry": queue.retry, "remove": queue.remove}
     if action not in commands:
-        raise RunError(f"queue: unknown action {action!r}; use cancel, retry or remove")
+        raise RunError(f"queue: unknown action {action!r}; use cancel, retry, remove or priority")
     (job,) = commands[action](ctx.runs_dir, [job_id])
     return _job_json(job)
+
+
+def priority_value(value: object) -> int:
+    """A priority from a form: a whole number, given as a number or as its text."""
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not text.lstrip("-").isdigit():
+        raise QueueError(f"queue priority: {value!r} is not a whole number; higher runs first, e.g. 5 or -1")
+    return int(text)
 
 
 def _job_json(job: Job) -> dict[str, Any]:
@@ -116,7 +148,8 @@ def routes(ctx: UiContext) -> list[BaseRoute]:
     async def job_route(request: Request) -> Response:
         try:
             job_id = int(request.path_params["job"])
-            job = await asyncio.to_thread(job_action, ctx, job_id, request.path_params["action"])
+            body = await read_json(request, "queue: the request", QueueError)
+            job = await asyncio.to_thread(job_action, ctx, job_id, request.path_params["action"], body)
         except KohyaWrapError as exc:
             return error_response(exc)
         return JSONResponse({"ok": True, "job": job})
@@ -151,26 +184,39 @@ def run_action_routes(ctx: UiContext) -> list[BaseRoute]:
         action = request.path_params["action"]
 
         def act() -> dict[str, Any]:
-            from kohya_wrap.commands.queue import add, check_configs
+            from kohya_wrap.commands.queue import add, check_configs, queue_resume
+            from kohya_wrap.commands.train import stop
 
             layout = ctx.watcher.layout(request.path_params["run"])
             if action == "queue-again":
                 (job,) = add(check_configs([layout.config]))
-                return _job_json(job)
+                return job_message(job)
             if action not in ("stop", "resume"):
                 raise RunError(f"run: unknown action {action!r}; use stop, resume or queue-again")
             found = job_for_run(ctx, layout)
-            if found is None:
-                raise RunError(
-                    f"run: {layout.root.name} was not started by the queue; stop it where it runs (Ctrl-C) and "
-                    f"continue it with `kohya-wrap train --resume {layout.root}`"
+            held = found is not None and found.state in ("queued", "claimed", "running")
+            stopped = found is not None and found.state in ("failed", "cancelled", "interrupted")
+            if action == "stop":
+                # Queued runs stop through the queue; one started with `kohya-wrap train` through its trainer.
+                return (
+                    job_message(job_action(ctx, found.id, "cancel"))
+                    if held and found
+                    else {"message": stop(layout.root)}
                 )
-            return job_action(ctx, found.id, "cancel" if action == "stop" else "retry")
+            if stopped and found:
+                return job_message(job_action(ctx, found.id, "retry"))
+            return job_message(queue_resume(layout.root))
 
         try:
-            job = await asyncio.to_thread(act)
+            result = await asyncio.to_thread(act)
         except KohyaWrapError as exc:
             return error_response(exc)
-        return JSONResponse({"ok": True, "job": job})
+        return JSONResponse({"ok": True, **result})
 
     return [Route("/runs/{run}/{action:str}", run_action, methods=["POST"])]
+
+
+def job_message(job: Job | dict[str, Any]) -> dict[str, Any]:
+    """A run action's answer: the queue job it changed and a line saying so."""
+    row = job if isinstance(job, dict) else _job_json(job)
+    return {"job": row, "message": f"job {row['id']} is {row['state']}"}

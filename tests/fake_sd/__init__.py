@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -63,3 +66,27 @@ sd_scripts_dir = "{sd}"
 python = "{wrapper}"
 """)
     return config
+
+
+def start_training(project: Path, config: str = "lora.toml") -> tuple[subprocess.Popen[str], Path]:
+    """`kohya-wrap train` in its own process (FAKE_SD_LOG set), the fake waiting after epoch 1 until stopped.
+
+    Returns the process and its run folder once epoch 1 is saved.
+    """
+    env = dict(os.environ, FAKE_SD_HANG="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kohya_wrap", "train", config],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for run in (project / "runs").glob("*-*"):
+            if any((run / "output").glob("*-000001.safetensors")):
+                return proc, run
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"no epoch was saved: {proc.communicate()}")

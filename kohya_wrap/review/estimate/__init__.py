@@ -40,6 +40,7 @@ from kohya_wrap.review.estimate.model import (
     sample_images,
     table_step_seconds,
     table_time,
+    validation_batches,
     vram_fixes,
     vram_parts,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "speed_key",
     "table_step_seconds",
     "table_time",
+    "validation_batches",
     "vram_fixes",
     "vram_parts",
     "warnings",

@@ -47,6 +47,10 @@ CACHE_SECONDS_PER_IMAGE: Mapping[str, Mapping[GpuClass, float]] = {
 # A sampling step (two forward passes for CFG, no backward) costs this share of a training step.
 SAMPLE_STEP_SHARE = 0.7
 SAMPLE_IMAGE_OVERHEAD_SECONDS = 0.5  # pipeline set-up and VAE decode per sample image
+# Validation loss: each held-out batch goes forward once (no backward, no CFG) at each of sd-scripts' 4 fixed
+# timesteps, after every N-th epoch; one forward pass is half a sampling step.
+VALIDATION_TIMESTEPS = 4
+VALIDATION_FORWARD_SHARE = SAMPLE_STEP_SHARE / 2
 SAVE_SECONDS = 1.0  # one LoRA file plus its training state
 # Multipliers for settings that differ from the table's reference.
 PRECISION_FACTOR: Mapping[str, Mapping[str, float]] = {
@@ -120,6 +124,7 @@ class TimeEstimate:
     startup_seconds: float
     sampling_seconds: float
     source: str  # where the speed comes from, for the user
+    validation_seconds: float = 0.0  # measuring validation loss on the held-out images
 
 
 @dataclass(frozen=True)
@@ -322,6 +327,20 @@ def _sample_steps(cfg: Config) -> float:
     return statistics.fmean(p.steps for p in prompts) if prompts else 0.0
 
 
+def validation_batches(cfg: Config, plan: StepPlan) -> int:
+    """Held-out batches sd-scripts measures over the whole run (each at every validation timestep)."""
+    if not plan.validation_images:
+        return 0
+    per_pass = math.ceil(plan.validation_images / max(plan.batch_size, 1))
+    if cfg.validation.max_batches is not None:
+        per_pass = min(per_pass, cfg.validation.max_batches)
+    return per_pass * (cfg.training.epochs // cfg.validation.every_n_epochs)
+
+
+def _validation_seconds(cfg: Config, plan: StepPlan, step: float) -> float:
+    return validation_batches(cfg, plan) * VALIDATION_TIMESTEPS * VALIDATION_FORWARD_SHARE * step
+
+
 def _saves(cfg: Config) -> int:
     # Every N-th epoch, plus the final file when the last epoch is not a multiple of N.
     epochs, every = cfg.training.epochs, cfg.save.every_n_epochs
@@ -339,9 +358,10 @@ def table_time(cfg: Config, plan: StepPlan, gpu_class: GpuClass) -> TimeEstimate
         )
     one_image = table_step_seconds(_sample_knobs(k), gpu_class)
     sampling = sample_images(cfg) * (_sample_steps(cfg) * SAMPLE_STEP_SHARE * one_image + SAMPLE_IMAGE_OVERHEAD_SECONDS)
-    total = startup + plan.total_steps * step + sampling + _saves(cfg) * SAVE_SECONDS
+    validation = _validation_seconds(cfg, plan, step)
+    total = startup + plan.total_steps * step + sampling + validation + _saves(cfg) * SAVE_SECONDS
     label = "the CPU" if gpu_class == "cpu" else f"{CLASS_GB[gpu_class]:.0f} GB-class GPUs"
-    return TimeEstimate(total, step, startup, sampling, f"rough table figure for {label}")
+    return TimeEstimate(total, step, startup, sampling, f"rough table figure for {label}", validation)
 
 
 def _sample_knobs(k: Knobs) -> Knobs:
@@ -367,7 +387,8 @@ def measured_time(cfg: Config, plan: StepPlan, history: Sequence[Measured]) -> T
     saves = [m.timings.seconds["saving"] / m.timings.saves for m in same if m.timings.saves]
     save = statistics.median(saves) if saves else SAVE_SECONDS
     sampling = sample_images(cfg) * per_image
-    total = startup + plan.total_steps * step + sampling + _saves(cfg) * save
+    validation = _validation_seconds(cfg, plan, step)
+    total = startup + plan.total_steps * step + sampling + validation + _saves(cfg) * save
     runs = f"{len(same)} earlier run{'s' if len(same) > 1 else ''}"
     return TimeEstimate(
         total,
@@ -375,6 +396,7 @@ def measured_time(cfg: Config, plan: StepPlan, history: Sequence[Measured]) -> T
         startup,
         sampling,
         f"measured on this machine: {runs} with the same family, resolution, batch, precision and checkpointing",
+        validation,
     )
 
 

@@ -39,14 +39,14 @@ def plan_lines(cfg: Config, plan: StepPlan) -> list[str]:
     reg = f" + {plan.reg_images_with_repeats} regularisation" if plan.reg_images_with_repeats else ""
     processes = f" (over {plan.num_processes} processes)" if plan.num_processes > 1 else ""
     lines = [
-        f"{cfg.model.family} LoRA '{cfg.output_name}', {plan.images} images × repeats = "
+        f"{cfg.model.family} LoRA '{cfg.output_name}', {count(plan.images, 'image')} × repeats = "
         f"{plan.images_with_repeats}{reg}, batch {plan.batch_size}, {plan.epochs} epochs",
         f"steps: {plan.batches_per_epoch} per epoch × {plan.epochs} epochs = {plan.total_steps}{processes}",
     ]
     if plan.validation_images:
         every = cfg.validation.every_n_epochs
         lines.append(
-            f"validation: {plan.validation_images} images held out, their loss measured "
+            f"validation: {count(plan.validation_images, 'image')} held out, their loss measured "
             + ("after every epoch" if every == 1 else f"every {every} epochs")
         )
     return lines
@@ -106,3 +106,8 @@ def warnings(est: Estimate) -> list[str]:
     fixes = "; then ".join(f"{f.setting} (≈ {f.total_gb:.1f} GB: {f.why})" for f in v.fixes)
     tail = "" if v.fixes[-1].total_gb <= TIGHT_SHARE * v.free_gb else "; still too big: lower dataset.resolution"
     return [f"{head}. Cheapest fix first: {fixes}{tail}"]
+
+
+def count(n: int, noun: str) -> str:
+    """`1 image`, `2 images`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -98,7 +98,7 @@ function runPage() {
     if (!button) return;
     button.disabled = true;
     const result = await post(`/runs/${encodeURIComponent(id)}/${button.dataset.action}`);
-    if (result.ok) toast(`${button.textContent}: job ${result.job.id} is ${result.job.state}`);
+    if (result.ok) toast(`${button.textContent}: ${result.message}`);
     else toast(result.errors.join("\n"), true);
     const response = await fetch(`/runs/${encodeURIComponent(id)}/report`, { credentials: "same-origin" });
     if (response.ok) document.getElementById("report").innerHTML = await response.text();
@@ -228,6 +228,16 @@ function queuePage() {
       if (result.ok) location.reload();
     });
   }
+  for (const button of document.querySelectorAll("[data-priority-set]")) {
+    const input = document.querySelector(`[data-priority-job="${button.dataset.prioritySet}"]`);
+    const set = async () => {
+      const result = await post(`/queue/${button.dataset.prioritySet}/priority`, { priority: input.value });
+      fillList("queue-errors", result.ok ? [] : result.errors);
+      if (result.ok) location.reload();
+    };
+    button.addEventListener("click", set);
+    input.addEventListener("keydown", (event) => { if (event.key === "Enter") set(); });
+  }
   const toggle = document.getElementById("pause-toggle");
   toggle.addEventListener("click", async () => {
     const result = await post(toggle.dataset.paused === "true" ? "/queue/resume" : "/queue/pause");
@@ -238,7 +248,14 @@ function queuePage() {
   const source = new EventSource("/events/queue");
   source.onmessage = (message) => {
     // The page is rendered on the server: a change in the queue reloads it (a reconnect alone does not).
-    if (previous !== null && message.data !== previous) { source.close(); location.reload(); return; }
+    // A priority being typed is not thrown away: the reload waits until the field loses focus.
+    if (previous !== null && message.data !== previous) {
+      source.close();
+      const field = document.activeElement;
+      if (field && field.matches("input.priority")) field.addEventListener("blur", () => location.reload(), { once: true });
+      else location.reload();
+      return;
+    }
     previous = message.data;
   };
 }

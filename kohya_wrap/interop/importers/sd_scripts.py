@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
-from kohya_wrap.config.importers.draft import Draft, Imported, KeyFate, is_secret
 from kohya_wrap.config.models import Optimizer, Sampler, Scheduler
 from kohya_wrap.errors import ConfigError
+from kohya_wrap.interop.importers.draft import Draft, Imported, KeyFate, is_secret
 from kohya_wrap.train import sd_args
 
 FAMILY_BY_SCRIPT = {"train_network.py": "sd15", "sdxl_train_network.py": "sdxl", "flux_train_network.py": "flux"}
@@ -671,7 +671,7 @@ def read_training_toml(path: Path, family: str | None) -> Imported:
 
 
 def family_of_args(args: Mapping[str, Any], path: Path) -> str:
-    from kohya_wrap.config.importers.detect import family_of_model
+    from kohya_wrap.interop.importers.detect import family_of_model
 
     if args.get("network_module") == "networks.lora_flux" or any(args.get(k) for k in ("ae", "t5xxl")):
         return "flux"

@@ -6,10 +6,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap.config.importers import sd_scripts as sd
-from kohya_wrap.config.importers.draft import Draft, Imported, is_secret
 from kohya_wrap.config.models import Optimizer
 from kohya_wrap.errors import ConfigError
+from kohya_wrap.interop.importers import sd_scripts as sd
+from kohya_wrap.interop.importers.draft import Draft, Imported, is_secret
 
 # Civitai's base models: (family, variant); its SD1.5 and SDXL stock models are named, not files.
 BASE_MODELS: dict[str, tuple[str, str | None]] = {

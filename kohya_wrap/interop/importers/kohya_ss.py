@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kohya_wrap.config.importers import sd_scripts as sd
-from kohya_wrap.config.importers.draft import Draft, Imported, is_secret
 from kohya_wrap.errors import ConfigError
+from kohya_wrap.interop.importers import sd_scripts as sd
+from kohya_wrap.interop.importers.draft import Draft, Imported, is_secret
 from kohya_wrap.train import sd_args
 
 # LoRA types: the ones we train, and what kohya_ss calls each of them.
