@@ -165,12 +165,16 @@ def test_missing_base_model_is_one_clear_line(tmp_path: Path, e2e_assets) -> Non
 
 
 def native_bf16() -> bool:
-    """Whether this machine runs bf16 at full speed (a GPU, or a CPU with AVX512-BF16/AMX), as `train` decides."""
-    from kohya_wrap.train.doctor import SLOW_BF16, cpu_probe
+    """Whether this machine runs bf16 faster than fp32 (a GPU, or a CPU with AVX512-BF16/AMX), by `train`'s probe.
+
+    Stricter than `train`, which refuses only bf16 that crawls: AVX-512 without its bf16 extension emulates it
+    at 2-9× the cost of fp32 (measured with ONEDNN_MAX_CPU_ISA=AVX512_CORE), too slow for this test's budget.
+    """
+    from kohya_wrap.train.doctor import cpu_probe
 
     found = cpu_probe(sys.executable)
     assert found is not None, "the probe did not run in this interpreter"
-    return found.cuda or (found.bf16_slowdown is not None and found.bf16_slowdown < SLOW_BF16)
+    return found.cuda or (found.bf16_slowdown is not None and found.bf16_slowdown < 1.0)
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64" or shutil.which("nvidia-smi") is not None, reason="x86 CPU only")
