@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from filetree import snapshot
 from PIL import Image
 from tagger_model import build_tagger_model, quadrant_image
 
@@ -277,14 +278,6 @@ def test_prepare_honours_keep_tags_and_underscores(walkthrough: Path, model: Pat
 
 
 # ---- refused input writes nothing ----------------------------------------------------------------
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under `root` with its bytes (None for folders and links), to show nothing changed."""
-    return {
-        str(p.relative_to(root)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
-        for p in sorted(root.rglob("*"))
-    }
 
 
 def captioned(folder: Path, texts: dict[str, str | bytes]) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from filetree import snapshot
 from sample_data import config_text, write_images, write_models
 
 from kohya_wrap.cli import main
@@ -24,14 +25,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def invoke(*args: str | Path) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under `root` with its bytes (None for folders and links)."""
-    return {
-        str(p.relative_to(root)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
-        for p in sorted(root.rglob("*"))
-    }
 
 
 def refused(root: Path, *args: str | Path) -> str:

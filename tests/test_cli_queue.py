@@ -10,6 +10,7 @@ from pathlib import Path
 import fake_sd
 import pytest
 from click.testing import CliRunner
+from filetree import snapshot
 
 from kohya_wrap.cli import main
 from kohya_wrap.commands.queue import read_progress, status
@@ -37,12 +38,8 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def test_dry_run_lists_runs_and_total_and_writes_nothing(project: Path) -> None:
-    before = tree(project)
+    before = snapshot(project)
     code, out, err = invoke(
         "sweep", "lora.toml", "--grid", "optimizer.type=AdamW,Lion", "--grid", "network.dim=4,8", "--dry-run"
     )
@@ -55,7 +52,7 @@ def test_dry_run_lists_runs_and_total_and_writes_nothing(project: Path) -> None:
     assert "optimizer.type=Lion, network.dim=8  steps 40  time " in lines[4]
     assert " vram ≈ " in lines[4]
     assert lines[5].startswith("total: 160 steps")
-    assert tree(project) == before
+    assert snapshot(project) == before
 
 
 def test_sweep_queues_every_combination_with_a_record(project: Path) -> None:
@@ -94,11 +91,11 @@ def test_sweep_table_in_the_config(project: Path) -> None:
 
 
 def refused(project: Path, *args: str) -> list[str]:
-    before = tree(project)
+    before = snapshot(project)
     code, out, err = invoke(*args)
     assert code == 2, out + err
     assert out == ""
-    assert tree(project) == before
+    assert snapshot(project) == before
     return err.splitlines()
 
 

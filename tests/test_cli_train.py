@@ -12,6 +12,7 @@ from pathlib import Path
 import fake_sd
 import pytest
 from click.testing import CliRunner
+from filetree import snapshot
 
 from kohya_wrap.cli import main
 
@@ -158,6 +159,14 @@ def test_stop_from_another_terminal_is_ctrl_c(project: Path) -> None:
     proc, run = fake_sd.start_training(project)
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "running" and record["trainer"].split("/")[1] == str(proc.pid)
+    # A second trainer on the same folder is refused, and writes nothing.
+    before = snapshot(run)
+    code, _, err = invoke("train", "--resume", str(run))
+    assert (code, err) == (
+        2,
+        f"resume: {run.name} is training now (pid {proc.pid}); stop it first with `kohya-wrap stop {run}`\n",
+    )
+    assert snapshot(run) == before
     code, out, err = invoke("stop", str(run))
     assert code == 0, err
     assert out == (
@@ -186,6 +195,8 @@ def test_stop_of_a_run_whose_trainer_is_gone_or_elsewhere(project: Path) -> None
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     fake_running(run, f"{socket.gethostname()}/{dead.pid}/")
+    line = next(line for line in invoke("runs")[1].splitlines() if line.startswith(run.name))
+    assert line.endswith(f"its trainer (pid {dead.pid}) is gone: `kohya-wrap train --resume {run}` continues it")
     code, _, err = invoke("stop", str(run))
     assert (code, err) == (
         2,

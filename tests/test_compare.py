@@ -14,6 +14,7 @@ import pytest
 import tomli_w
 from browser import loaded_images
 from click.testing import CliRunner
+from filetree import snapshot
 from PIL import Image
 from real_run import RealRuns, real_runs
 from synthetic_run import PROMPTS, grid_geometry, pixel, timeline, write_run
@@ -104,10 +105,6 @@ def sweep_2x2(runs: Path) -> list[RunLayout]:
         changes = {"optimizer.scheduler": scheduler, "network.dim": dim, "save.output_name": name}
         layouts.append(fake_run(runs / f"{name}-20260101-120000", n, changes))
     return layouts
-
-
-def tree(root: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 def grid_of(comparison: Comparison) -> tuple[Image.Image, int]:
@@ -396,11 +393,11 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str
     write_sweep(runs, "one", [a])
     (tmp_path / "data").mkdir()
     (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
-    before = tree(tmp_path)
+    before = snapshot(tmp_path)
     names = {"a": a.root, "b": b.root, "tmp": tmp_path}
     result = CliRunner().invoke(main, ["compare", *(arg.format(**names) for arg in args)], catch_exceptions=False)
     assert (result.exit_code, result.stderr, result.stdout) == (2, message.format(**names) + "\n", "")
-    assert tree(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_a_broken_config_is_named(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import test_contract as contract
 from click.testing import CliRunner, Result
+from filetree import snapshot
 
 from kohya_wrap.cli import main
 from kohya_wrap.commands.interop import export_config, import_config, read_settings
@@ -36,10 +37,6 @@ def inputs(tmp_path: Path) -> Path:
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def lost(path: Path, family: str | None = None) -> list[str]:
@@ -585,11 +582,11 @@ def test_import_prints_the_config_and_every_key_when_no_output_is_given(inputs: 
 def test_import_never_overwrites(inputs: Path, tmp_path: Path) -> None:
     out = tmp_path / "mine.toml"
     out.write_text("mine\n", "utf-8")
-    before = tree(tmp_path)
+    before = snapshot(tmp_path)
     result = invoke("import", str(inputs / "train.bat"), "-o", str(out))
     assert result.exit_code == 2
     assert result.stderr == f"import: {out} already exists; choose another name or delete it first\n"
-    assert tree(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_strict_import_refuses_what_it_cannot_carry_and_writes_nothing(inputs: Path, tmp_path: Path) -> None:
@@ -771,13 +768,13 @@ def test_kohya_folders_are_exported_as_train_data_dir(tmp_path: Path) -> None:
 def test_export_never_overwrites(built: dict[str, contract.Built], tmp_path: Path) -> None:
     case = built["sd15-lion-no-buckets"]
     (tmp_path / "lion.dataset.toml").write_text("mine\n", "utf-8")
-    before = tree(tmp_path)
+    before = snapshot(tmp_path)
     with pytest.raises(ConfigError) as err:
         export_config(case.config, "kohya_ss", tmp_path / "lion.json")
     assert err.value.lines == (
         f"export: {tmp_path / 'lion.dataset.toml'} already exists; choose another name or delete it first",
     )
-    assert tree(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_extra_args_render_refuses_are_the_keys_render_writes(built: dict[str, contract.Built]) -> None:

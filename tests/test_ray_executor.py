@@ -18,6 +18,7 @@ from typing import Any
 import fake_sd
 import pytest
 from click.testing import CliRunner
+from filetree import snapshot
 from test_e2e_train import assert_trained, write_config
 
 from kohya_wrap.cli import main
@@ -322,10 +323,6 @@ def test_ray_missing_is_one_line_and_writes_nothing(tmp_path: Path, monkeypatch:
     assert list(tmp_path.iterdir()) == []
 
 
-def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def test_ray_with_this_machines_gpu_options_is_refused(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     result = CliRunner().invoke(main, ["queue", "run", "--runs-dir", str(runs), "--ray", "--gpus", "0"])
@@ -343,7 +340,7 @@ def test_runs_asking_for_different_executors_are_refused(tmp_path: Path) -> None
     add(check_configs([config], ['run.executor="ray"']))
     add(check_configs([config], ['run.executor="ray"', 'run.ray_address="10.0.0.1:6379"']))
     runs = tmp_path / "runs"
-    before = tree(runs)
+    before = snapshot(runs)
     result = CliRunner().invoke(main, ["queue", "run", "--runs-dir", str(runs), "--until-empty"])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (
@@ -351,4 +348,4 @@ def test_runs_asking_for_different_executors_are_refused(tmp_path: Path) -> None
         "job 2 for Ray at auto; job 3 for Ray at 10.0.0.1:6379; choose one for all with `--ray ADDRESS`, or "
         "queue them in different runs folders\n"
     )
-    assert tree(runs) == before
+    assert snapshot(runs) == before

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from filetree import snapshot
 
 pytest.importorskip("starlette", reason="the web app's extra is not installed: pip install 'kohya-wrap[ui]'")
 
@@ -69,10 +70,6 @@ def post(client: TestClient, url: str, body: dict[str, object]) -> tuple[int, di
 
 def run_ids(project: Path) -> list[str]:
     return sorted(p.name for p in (project / "runs").iterdir() if (p / "run.json").is_file())
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # ---- pages ---------------------------------------------------------------------------------------
@@ -271,12 +268,12 @@ def test_dataset_page_shows_images_captions_and_tag_counts(client: TestClient, p
 
 def test_bulk_edit_previews_then_applies_with_a_backup(client: TestClient, project: Path) -> None:
     folder = project / "5_zdm"
-    before = tree(folder)
+    before = snapshot(folder)
     status, result = post(client, "/dataset/edit", {"dir": str(folder), "prune": True})
     assert status == 200
     # green_hair is in every caption; 1boy is on the keep-list and zdm is the trigger word.
     assert result["pruned"] == ["green_hair"] and result["changes"] == 4 and result["applied"] is False
-    assert tree(folder) == before
+    assert snapshot(folder) == before
     status, result = post(client, "/dataset/edit", {"dir": str(folder), "replace": "1boy=solo", "apply": True})
     assert status == 200 and result["applied"] is True and result["changes"] == 4
     assert (folder / "img0.txt").read_text() == "zdm, solo, green_hair\n"
@@ -404,6 +401,28 @@ def test_a_run_started_with_the_cli_stops_from_its_page_and_resumes_through_the_
     assert entry.job.run_dir == run and entry.job.resume and entry.job.state == "queued"
     status_code, result = post(client, f"/runs/{run.name}/resume", {})
     assert (status_code, result) == (400, {"ok": False, "errors": [f"queue: {run.name} is already job 1 (queued)"]})
+
+
+def test_a_run_whose_trainer_was_killed_resumes_from_its_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from kohya_wrap.commands.queue import status
+
+    config = write_project(tmp_path)
+    monkeypatch.setenv("FAKE_SD_LOG", SIMPLE)
+    run = train(config)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = json.loads((run / "run.json").read_text())
+    record.update(status="running", trainer=f"{socket.gethostname()}/{dead.pid}/")  # as kill -9 leaves it
+    (run / "run.json").write_text(json.dumps(record))
+    client = make_client(tmp_path)
+    page = client.get(f"/runs/{run.name}").text
+    assert 'data-action="resume"' in page and 'data-action="stop"' not in page
+    status_code, result = post(client, f"/runs/{run.name}/resume", {})
+    assert status_code == 200 and result["message"] == "job 1 is queued", result
+    (entry,) = status(tmp_path / "runs").entries
+    assert entry.job.resume and entry.job.run_dir == run
 
 
 def test_a_sweep_is_checked_whole_then_queued(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from filetree import snapshot
 
 pytest.importorskip("starlette", reason="the web app's extra is not installed: pip install 'kohya-wrap[ui]'")
 
@@ -218,10 +219,6 @@ def test_loopback_refuses_foreign_host_headers(site: Path) -> None:
 # ---- CSRF ----------------------------------------------------------------------------------------
 
 
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize(
     ("url", "body"),
     [
@@ -237,12 +234,12 @@ def test_a_post_without_the_csrf_token_is_refused_and_writes_nothing(
 ) -> None:
     body = {k: (str(site / "data") if v == "DATA" else v) for k, v in body.items()}
     client = client_for(site)
-    before = tree(site)
+    before = snapshot(site)
     for headers in ({}, {"X-CSRF-Token": "wrong"}):
         response = client.post(url, json=body, headers=headers)
         assert response.status_code == 403
         assert response.text == "ui: missing or wrong CSRF token; reload the page and try again\n"
-    assert tree(site) == before
+    assert snapshot(site) == before
 
 
 def test_state_changing_routes_take_only_post(site: Path) -> None:
@@ -275,7 +272,7 @@ def test_a_caption_for_a_file_outside_the_folder_is_refused(site: Path) -> None:
     client = client_for(site)
     csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/runs").text)
     assert csrf is not None
-    before = tree(site)
+    before = snapshot(site)
     for name in ("../secret.png", "/etc/passwd", "..", "sub/a.png"):
         response = client.post(
             "/dataset/caption",
@@ -284,7 +281,7 @@ def test_a_caption_for_a_file_outside_the_folder_is_refused(site: Path) -> None:
         )
         assert response.status_code == 400
         assert response.json()["errors"] == [f"dataset: {name!r} is not a file name in this folder"]
-    assert tree(site) == before
+    assert snapshot(site) == before
 
 
 def test_environment_is_not_leaked_into_pages(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:

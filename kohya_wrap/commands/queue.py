@@ -152,13 +152,13 @@ def active_job(run_dir: Path) -> Job | None:
 
 def queue_resume(run_dir: Path, priority: int = 0) -> Job:
     """Queue an existing run folder to continue from its last saved state (a run stopped outside the queue)."""
-    from kohya_wrap.commands.train import open_run
+    from kohya_wrap.commands.train import open_run, resumable
     from kohya_wrap.queue.worker import gpus_needed
     from kohya_wrap.train.runs import read_record
 
     layout = open_run(run_dir)
     record = read_record(layout)
-    if record.status not in ("interrupted", "failed"):
+    if not resumable(record):
         raise QueueError(f"queue: {layout.root.name} is {record.status}; only an interrupted or failed run resumes")
     if (held := active_job(layout.root)) is not None:
         raise QueueError(f"queue: {layout.root.name} is already job {held.id} ({held.state})")

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from kohya_wrap.config.checks import advice
 from kohya_wrap.config.presets import LoadedConfig, load_config
@@ -21,6 +21,7 @@ from kohya_wrap.errors import ConfigError, RunError, TrainingFailed, TrainingInt
 from kohya_wrap.train.layout import RunLayout
 
 if TYPE_CHECKING:
+    from kohya_wrap.procs import ProcessRef
     from kohya_wrap.review.estimate import Estimate
     from kohya_wrap.train.runs import RunRecord
     from kohya_wrap.train.view import View
@@ -161,12 +162,48 @@ def run(
     return _execute_and_report(layout, lambda: execute(layout, view, report), on_report)
 
 
-def resume(run_dir: Path, view: View, on_report: ReportHook | None = None) -> RunRecord:
-    """Continue a run folder from its newest saved state (refused, writing nothing, when it can't)."""
+def resume(run_dir: Path, view: View, on_report: ReportHook | None = None, check_trainer: bool = True) -> RunRecord:
+    """Continue a run folder from its newest saved state (refused, writing nothing, when it can't).
+
+    A run still training in another process on this machine is refused (two trainers never write one
+    folder); the queue, whose claim already makes the run its own, passes `check_trainer=False`.
+    """
     from kohya_wrap.train.runner import execute
+    from kohya_wrap.train.runs import read_record
 
     layout = open_run(run_dir)
+    if check_trainer and (owner := live_trainer(read_record(layout))) is not None:
+        raise RunError(
+            f"resume: {layout.root.name} is training now (pid {owner.pid}); stop it first with "
+            f"`kohya-wrap stop {layout.root}`"
+        )
     return _execute_and_report(layout, lambda: execute(layout, view, resume=True), on_report)
+
+
+TrainerState = Literal["none", "alive", "gone", "elsewhere"]
+
+
+def trainer_state(record: RunRecord) -> tuple[TrainerState, ProcessRef | None]:
+    """Whether the process run.json names as training the run still runs: `none` when the run is not
+    marked running (or names no process), `elsewhere` when it ran on another host (we cannot tell)."""
+    from kohya_wrap.procs import ProcessRef
+
+    owner = ProcessRef.parse(record.trainer or "") if record.status == "running" else None
+    if owner is None:
+        return "none", None
+    alive = owner.alive()
+    return ("elsewhere" if alive is None else "alive" if alive else "gone"), owner
+
+
+def live_trainer(record: RunRecord) -> ProcessRef | None:
+    """The process on this machine that trains the run right now, if any."""
+    state, owner = trainer_state(record)
+    return owner if state == "alive" else None
+
+
+def resumable(record: RunRecord) -> bool:
+    """Stopped part-way: interrupted, failed, or marked running by a trainer that is gone (killed, a reboot)."""
+    return record.status in ("interrupted", "failed") or trainer_state(record)[0] == "gone"
 
 
 def open_run(run_dir: Path) -> RunLayout:
@@ -191,7 +228,6 @@ def stop(run_dir: Path) -> str:
     import signal
 
     from kohya_wrap.commands.queue import active_job, cancel
-    from kohya_wrap.procs import ProcessRef
     from kohya_wrap.train.runs import read_record
 
     layout = open_run(run_dir)
@@ -202,13 +238,12 @@ def stop(run_dir: Path) -> str:
         return f"stopping {name}: queue job {job.id} cancelled; its runner stops it cleanly"
     if record.status != "running":
         raise RunError(f"stop: {name} is not training (it is {record.status}); nothing to stop")
-    owner = ProcessRef.parse(record.trainer or "")
+    state, owner = trainer_state(record)
     if owner is None:
         raise RunError(f"stop: {layout.run_json} does not say which process trains {name}; stop it where it runs")
-    alive = owner.alive()
-    if alive is None:
+    if state == "elsewhere":
         raise RunError(f"stop: {name} trains on {owner.host} (pid {owner.pid}); stop it there")
-    if not alive:
+    if state == "gone":
         raise RunError(
             f"stop: {name} is marked running but its trainer (pid {owner.pid}) is gone; continue it with "
             f"`kohya-wrap train --resume {layout.root}`"

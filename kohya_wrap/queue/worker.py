@@ -143,7 +143,7 @@ def run_job(
             view.close()
             return _finish(store, job, "done", record.reason or "completed")
         if job.resume and _has_saved_state(layout, record.name):
-            done = commands.resume(layout.root, view)
+            done = commands.resume(layout.root, view, check_trainer=False)  # the claim makes the run ours
         else:
             done = commands.run(layout, view)
     except TrainingInterrupted:

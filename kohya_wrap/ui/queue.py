@@ -63,25 +63,25 @@ def run_actions(ctx: UiContext, layout: RunLayout, status: str) -> list[str]:
         actions.append("stop")
     elif job is not None and job.state in ("failed", "cancelled", "interrupted") and status != "finished":
         actions.append("resume")
-    elif job is None and status == "running" and trainer_here(layout):
+    elif job is None and (state := trainer_here(layout)) == "alive":
         actions.append("stop")
-    elif job is None and status in ("interrupted", "failed"):
+    elif job is None and (status in ("interrupted", "failed") or state == "gone"):
         actions.append("resume")
     if layout.config.is_file():
         actions.append("queue-again")
     return actions
 
 
-def trainer_here(layout: RunLayout) -> bool:
-    """Whether the process that run.json says trains this run runs on this machine (so the page can stop it)."""
-    from kohya_wrap.procs import ProcessRef
+def trainer_here(layout: RunLayout) -> str:
+    """Whether the process run.json names as training the run still runs here: `alive` (the page can stop
+    it), `gone` (killed: it can resume), `elsewhere` or `none`."""
+    from kohya_wrap.commands.train import trainer_state
     from kohya_wrap.train.runs import read_record
 
     try:
-        owner = ProcessRef.parse(read_record(layout).trainer or "")
+        return trainer_state(read_record(layout))[0]
     except KohyaWrapError:
-        return False
-    return owner is not None and owner.alive() is True
+        return "none"
 
 
 def job_action(ctx: UiContext, job_id: int, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
