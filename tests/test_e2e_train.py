@@ -13,64 +13,29 @@ import time
 from pathlib import Path
 
 import pytest
+from e2e_assets import e2e_config_text
 
 from kohya_wrap.train import events as ev
 
 pytestmark = pytest.mark.sd_scripts
 
-PROMPTS = (
-    '[{ text = "e2etok, a red square", width = 64, height = 64, steps = 2, cfg = 7.0, seed = 1 },'
-    ' { text = "e2etok, a blue square", negative = "blurry", width = 64, height = 64, steps = 2 }]'
-)
-
 
 def write_config(
     tmp_path: Path,
-    assets,
+    assets,  # type: ignore[no-untyped-def]
     model: Path,
     family: str = "sd15",
-    epochs: int = 2,  # type: ignore[no-untyped-def]
+    epochs: int = 2,
     precision: str = "no",
 ) -> Path:
+    """The e2e config (the one `make demo` trains too) over a copy of the images in `tmp_path`."""
     images = tmp_path / "data" / "e2etok"
     shutil.copytree(assets.images, images)
     config = tmp_path / "e2e.toml"
-    config.write_text(
-        f"""
-[model]
-family = "{family}"
-base = "{model}"
-tokenizer_cache_dir = "{assets.tokenizers}"
-[dataset]
-dirs = [{{ path = "{images}" }}]
-resolution = 64
-enable_bucket = false
-[network]
-dim = 4
-alpha = 2
-[optimizer]
-type = "AdamW"
-learning_rate = 1e-4
-scheduler = "constant"
-[training]
-epochs = {epochs}
-batch_size = 1
-mixed_precision = "{precision}"
-seed = 42
-shuffle_tags = false
-[sampling]
-every_n_epochs = 1
-sampler = "euler_a"
-prompts = {PROMPTS}
-[save]
-output_name = "e2e_lora"
-every_n_epochs = 1
-precision = "fp32"
-[run]
-runs_dir = "{tmp_path / "runs"}"
-""",
-        encoding="utf-8",
+    text = e2e_config_text(
+        model, assets.tokenizers, images, tmp_path / "runs", family=family, epochs=epochs, precision=precision
     )
+    config.write_text(text, encoding="utf-8")
     return config
 
 

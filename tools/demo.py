@@ -12,56 +12,20 @@ import sys
 import time
 from pathlib import Path
 
-from e2e_assets import BuildFailed, build_assets
+from e2e_assets import BuildFailed, build_assets, e2e_config_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SD_SCRIPTS = REPO_ROOT / "vendor" / "sd-scripts"
 CACHE_ENV = "KOHYA_WRAP_DEMO_CACHE"
-PROMPT = '{{ text = "e2etok, a {colour} square", width = 64, height = 64, steps = 2, seed = 1 }}'
 
 
 def config_text(cache: Path, tokenizers: Path, model: Path, images: Path) -> str:
     """Two tiny epochs at 64 px with a sample per epoch: the whole pipeline in about a minute on a CPU."""
-    prompts = ", ".join(PROMPT.format(colour=colour) for colour in ("red", "blue"))
-    return f"""# Written by `make demo`: a random-weight SD1.5 model, so the samples are noise.
-[model]
-family = "sd15"
-base = "{model}"
-tokenizer_cache_dir = "{tokenizers}"
-
-[dataset]
-dirs = [{{ path = "{images}", repeats = 1 }}]
-resolution = 64
-enable_bucket = false
-
-[network]
-dim = 4
-alpha = 2
-
-[optimizer]
-type = "AdamW"
-learning_rate = 1e-4
-scheduler = "constant"
-
-[training]
-epochs = 2
-batch_size = 1
-# Full precision: sd-scripts' SD1.5 text encoder cannot run bf16 on a CPU, and the model is tiny.
-mixed_precision = "no"
-seed = 42
-
-[sampling]
-every_n_epochs = 1
-sampler = "euler_a"
-prompts = [{prompts}]
-
-[save]
-output_name = "demo"
-every_n_epochs = 1
-
-[run]
-runs_dir = "{cache / "runs"}"
-"""
+    header = (
+        "# Written by `make demo`: a random-weight SD1.5 model, so the samples are noise.\n"
+        "# Full precision: sd-scripts' SD1.5 text encoder cannot run bf16 on a CPU, and the model is tiny.\n\n"
+    )
+    return e2e_config_text(model, tokenizers, images, cache / "runs", output_name="demo", header=header)
 
 
 def say(line: str) -> None:

@@ -142,3 +142,64 @@ def build_assets(cache: Path) -> E2EAssets:
     return E2EAssets(
         tokenizers=tokenizers, sd15_model=random_model(cache, "sd15", tokenizers), images=sample_images(cache)
     )
+
+
+# Two sample prompts at 64 px and 2 sampling steps: a sample per prompt per epoch costs seconds on a CPU.
+SAMPLE_PROMPTS = (
+    '[{ text = "e2etok, a red square", width = 64, height = 64, steps = 2, cfg = 7.0, seed = 1 },'
+    ' { text = "e2etok, a blue square", negative = "blurry", width = 64, height = 64, steps = 2 }]'
+)
+
+
+def e2e_config_text(
+    model: Path,
+    tokenizers: Path,
+    images: Path,
+    runs_dir: Path,
+    *,
+    family: str = "sd15",
+    epochs: int = 2,
+    precision: str = "no",
+    output_name: str = "e2e_lora",
+    header: str = "",
+) -> str:
+    """The config of a real run on these inputs: a tiny LoRA at 64 px, samples and a saved LoRA every epoch."""
+    return f"""{header}[model]
+family = "{family}"
+base = "{model}"
+tokenizer_cache_dir = "{tokenizers}"
+
+[dataset]
+dirs = [{{ path = "{images}" }}]
+resolution = 64
+enable_bucket = false
+
+[network]
+dim = 4
+alpha = 2
+
+[optimizer]
+type = "AdamW"
+learning_rate = 1e-4
+scheduler = "constant"
+
+[training]
+epochs = {epochs}
+batch_size = 1
+mixed_precision = "{precision}"
+seed = 42
+shuffle_tags = false
+
+[sampling]
+every_n_epochs = 1
+sampler = "euler_a"
+prompts = {SAMPLE_PROMPTS}
+
+[save]
+output_name = "{output_name}"
+every_n_epochs = 1
+precision = "fp32"
+
+[run]
+runs_dir = "{runs_dir}"
+"""
