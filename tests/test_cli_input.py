@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,40 @@ def test_init_into_a_path_under_a_file_is_one_line(project: Path) -> None:
     assert refused(project, "init", "sd15-character", "-o", out) == (
         f"init: {project / 'file'} is a file, so {out} cannot be created inside it; choose another path\n"
     )
+
+
+@pytest.fixture
+def read_only(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder nobody may write in (as root, where the mode does not stop us, `os.access` says so too)."""
+    import kohya_wrap.files
+
+    folder = project / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    real = os.access
+
+    def access(path: str | os.PathLike[str], mode: int, **kwargs: object) -> bool:
+        if Path(path) == folder and mode & os.W_OK:
+            return False
+        return real(path, mode)
+
+    monkeypatch.setattr(kohya_wrap.files.os, "access", access)
+    yield folder
+    folder.chmod(0o755)
+
+
+def test_outputs_in_a_read_only_folder_are_one_line_and_write_nothing(project: Path, read_only: Path) -> None:
+    assert refused(project, "render", "config.toml", "-o", read_only / "out") == (
+        f"render: cannot write in {read_only} (permission denied); choose another folder\n"
+    )
+    assert refused(project, "init", "sd15-character", "-o", read_only / "mine.toml") == (
+        f"init: cannot write in {read_only} (permission denied); choose another path\n"
+    )
+    assert refused(project, "render", "config.toml", "--new-run", "--set", 'run.runs_dir="read-only/runs"') == (
+        f"run.runs_dir: cannot write in {read_only} (permission denied); set run.runs_dir to a folder you can "
+        "write in\n"
+    )
+    assert list(read_only.iterdir()) == []
 
 
 def test_a_runs_dir_under_a_file_is_one_line(project: Path) -> None:
