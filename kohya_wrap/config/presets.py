@@ -65,14 +65,21 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def read_toml(path: Path, what: str) -> dict[str, Any]:
+def read_settings_text(path: Path, what: str) -> str:
+    """A settings file the user names, as text; a missing or unreadable one is one `what: …` line.
+
+    utf-8-sig: editors on Windows save a byte-order mark, which TOML and JSON themselves do not allow.
+    """
     try:
-        # utf-8-sig: editors on Windows save a byte-order mark, which TOML itself does not allow.
-        text = path.read_text("utf-8-sig")
+        return path.read_text("utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{what}: file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what}: cannot read {path}: {exc}") from None
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    text = read_settings_text(path, what)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

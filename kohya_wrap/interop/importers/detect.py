@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+from kohya_wrap.config.presets import read_settings_text
 from kohya_wrap.errors import ConfigError
 
 Format = Literal["kohya_ss", "sd_scripts_toml", "sd_scripts_command", "civitai"]
@@ -33,12 +34,7 @@ _SCRIPT = re.compile(r"(?:^|[\s/\\\"'])(?:sdxl_|flux_)?train_network\.py\b")
 
 def detect(path: Path) -> tuple[Format, Any]:
     """The format of `path` and its parsed content (JSON/TOML document, or the text of a command line)."""
-    try:
-        text = path.read_text("utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"import: file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"import: cannot read {path}: {exc}") from None
+    text = read_settings_text(path, "import")
     doc = _json(text)
     if isinstance(doc, dict):
         params: dict[str, Any] = doc["params"] if isinstance(doc.get("params"), dict) else doc
