@@ -84,7 +84,17 @@ def ray_cluster() -> Iterator[Any]:
         pytest.skip(problem)
     import ray
 
-    ray.init(num_cpus=2, num_gpus=FAKE_GPUS, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    # Real training shares the 2 cores with Ray's own processes: give a starved GCS or raylet minutes, not Ray's
+    # default seconds, before the driver (this pytest process) gives up on it and exits.
+    patient = {"gcs_rpc_server_reconnect_timeout_s": 600, "health_check_failure_threshold": 60}
+    ray.init(
+        num_cpus=2,
+        num_gpus=FAKE_GPUS,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+        _system_config=patient,
+    )
     yield ray
     ray.shutdown()
 

@@ -419,6 +419,7 @@ def test_a_run_whose_trainer_was_killed_resumes_from_its_page(tmp_path: Path, mo
     client = make_client(tmp_path)
     page = client.get(f"/runs/{run.name}").text
     assert 'data-action="resume"' in page and 'data-action="stop"' not in page
+    assert f"its trainer (pid {dead.pid}) is gone: `kohya-wrap train --resume {run}` continues it" in page
     status_code, result = post(client, f"/runs/{run.name}/resume", {})
     assert status_code == 200 and result["message"] == "job 1 is queued", result
     (entry,) = status(tmp_path / "runs").entries

@@ -164,10 +164,7 @@ def runs(runs_dir: Path) -> None:
             click.echo(f"{layout.root.name:40} unreadable run.json")
             continue
         ended = record.ended or record.started or record.created
-        reason = record.reason or ""
-        state, owner = commands.trainer_state(record)
-        if state == "gone" and owner is not None:
-            reason = f"its trainer (pid {owner.pid}) is gone: `kohya-wrap train --resume {layout.root}` continues it"
+        reason = commands.lost_trainer(layout, record) or record.reason or ""
         click.echo(
             f"{layout.root.name:40} {record.status:12} {record.family:5} {record.total_steps:>6} steps  "
             f"{ended}  {reason}".rstrip()

@@ -201,6 +201,14 @@ def live_trainer(record: RunRecord) -> ProcessRef | None:
     return owner if state == "alive" else None
 
 
+def lost_trainer(layout: RunLayout, record: RunRecord) -> str | None:
+    """For a run marked running whose trainer is gone (kill -9, a reboot): what happened and how to go on."""
+    state, owner = trainer_state(record)
+    if state != "gone" or owner is None:
+        return None
+    return f"its trainer (pid {owner.pid}) is gone: `kohya-wrap train --resume {layout.root}` continues it"
+
+
 def resumable(record: RunRecord) -> bool:
     """Stopped part-way: interrupted, failed, or marked running by a trainer that is gone (killed, a reboot)."""
     return record.status in ("interrupted", "failed") or trainer_state(record)[0] == "gone"

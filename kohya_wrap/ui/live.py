@@ -75,8 +75,11 @@ class RunWatcher:
         """The live state of one run folder."""
         if record is None:
             record = read_record(layout)
+        from kohya_wrap.commands.train import lost_trainer
+
         progress = self.progress(layout)
-        running = record.status == "running"
+        lost = lost_trainer(layout, record) if record.status == "running" else None
+        running = record.status == "running" and lost is None
         loss = progress.loss
         return RunSummary(
             id=layout.root.name,
@@ -90,7 +93,7 @@ class RunWatcher:
             total_steps=record.total_steps,
             loss=loss if loss is not None and loss == loss else None,  # a NaN loss is shown as none
             eta_s=progress.eta_s if running else None,
-            reason=record.reason,
+            reason=lost or record.reason,
             outputs=_count_files(layout.output_dir) + _count_files(layout.samples_dir),
         )
 
