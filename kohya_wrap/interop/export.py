@@ -114,15 +114,10 @@ def to_kohya_ss(cfg: Config, dataset_path: Path) -> KohyaExport:
     _optimizer_args(cfg, settings, lost)
     settings["sample_prompts"] = _prompts(cfg, lost)
     if cfg.flux is not None:
+        from kohya_wrap.train.render import flux_args
+
         fx = cfg.flux
-        settings |= {
-            "guidance_scale": fx.guidance_scale,
-            "timestep_sampling": fx.timestep_sampling,
-            "model_prediction_type": fx.model_prediction_type,
-            "discrete_flow_shift": fx.discrete_flow_shift,
-            "apply_t5_attn_mask": fx.apply_t5_attn_mask,
-            "blocks_to_swap": fx.blocks_to_swap,
-        }
+        settings |= flux_args(fx) | {"apply_t5_attn_mask": fx.apply_t5_attn_mask, "blocks_to_swap": fx.blocks_to_swap}
         if net.conv_dim is not None:
             lost.append("network.conv_dim: kohya_ss's Flux1 LoRA type has no conv layers")
     if fam == "sdxl" and m.v_prediction:

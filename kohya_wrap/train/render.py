@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kohya_wrap.config.models import Config, OptimizerArg
+from kohya_wrap.config.models import Config, FluxSettings, OptimizerArg
 from kohya_wrap.data.dataset import StepPlan
 from kohya_wrap.errors import ConfigError
 from kohya_wrap.train import sd_args
@@ -192,6 +192,16 @@ def network_args(cfg: Config) -> list[str]:
     return args
 
 
+def flux_args(fx: FluxSettings) -> dict[str, Any]:
+    """Flux's sampling-schedule settings under sd-scripts' names (kohya_ss's GUI uses the same names)."""
+    return {
+        "guidance_scale": fx.guidance_scale,
+        "timestep_sampling": fx.timestep_sampling,
+        "model_prediction_type": fx.model_prediction_type,
+        "discrete_flow_shift": fx.discrete_flow_shift,
+    }
+
+
 def render_training(cfg: Config, layout: RunLayout, plan: StepPlan) -> dict[str, dict[str, Any]]:
     m, net, opt, tr, fam = cfg.model, cfg.network, cfg.optimizer, cfg.training, cfg.model.family
     model: dict[str, Any] = {"pretrained_model_name_or_path": m.base}
@@ -205,12 +215,7 @@ def render_training(cfg: Config, layout: RunLayout, plan: StepPlan) -> dict[str,
             model["zero_terminal_snr"] = True
     if cfg.flux is not None:
         fx = cfg.flux
-        model |= {
-            "guidance_scale": fx.guidance_scale,
-            "timestep_sampling": fx.timestep_sampling,
-            "model_prediction_type": fx.model_prediction_type,
-            "discrete_flow_shift": fx.discrete_flow_shift,
-        }
+        model |= flux_args(fx)
         if fx.apply_t5_attn_mask:
             model["apply_t5_attn_mask"] = True
         if fx.blocks_to_swap:
