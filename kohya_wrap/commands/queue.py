@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kohya_wrap.errors import ConfigError
-from kohya_wrap.queue.store import DB_NAME, Job, NewJob, QueueError, QueueStore
+from kohya_wrap.queue.store import DB_NAME, HOLDING_STATES, Job, NewJob, QueueError, QueueStore
 from kohya_wrap.train import events as ev
 from kohya_wrap.train.layout import RunLayout
 
@@ -146,7 +146,7 @@ def active_job(run_dir: Path) -> Job | None:
     if not (folder.parent / DB_NAME).is_file():
         return None
     with open_queue(folder.parent, create=False) as store:
-        jobs = store.list(("queued", "claimed", "running"))
+        jobs = store.list(HOLDING_STATES)
     return next((job for job in jobs if job.run_dir.resolve() == folder), None)
 
 

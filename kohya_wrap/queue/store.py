@@ -27,6 +27,10 @@ from kohya_wrap.procs import ProcessRef, group_alive
 State = Literal["queued", "claimed", "running", "done", "failed", "cancelled", "interrupted"]
 STATES: tuple[State, ...] = get_args(State)
 ACTIVE_STATES: tuple[State, ...] = ("claimed", "running")
+# A row that holds its run folder: waiting for a runner or training in one.
+HOLDING_STATES: tuple[State, ...] = ("queued", *ACTIVE_STATES)
+# Stopped part-way, by an error, the user or a lost runner: `retry` queues these again to resume.
+RETRYABLE_STATES: tuple[State, ...] = ("failed", "cancelled", "interrupted")
 FINISHED_STATES: tuple[State, ...] = ("done", "failed", "cancelled")
 DB_NAME = "queue.sqlite3"
 SCHEMA_VERSION = 1
@@ -359,11 +363,11 @@ class QueueStore:
 
         Every id is checked first: an unknown or already finished one raises QueueError and changes nothing.
         """
-        return self._change(ids, "cancel", ("queued", "claimed", "running", "interrupted"), "cancelled", 0)
+        return self._change(ids, "cancel", (*HOLDING_STATES, "interrupted"), "cancelled", 0)
 
     def retry(self, ids: Sequence[int]) -> builtins.list[Job]:
         """Queue failed, cancelled or interrupted jobs again; they continue from their last saved state."""
-        return self._change(ids, "retry", ("failed", "cancelled", "interrupted"), "queued", 1)
+        return self._change(ids, "retry", RETRYABLE_STATES, "queued", 1)
 
     def _change(
         self, ids: Sequence[int], verb: str, allowed: Sequence[State], state: State, resume: int

@@ -223,4 +223,6 @@ def _completed_before_interrupt(layout: RunLayout, record: RunRecord, name: str,
             "start a new run to get the final LoRA"
         )
     view.note(f"nothing to resume: all {record.epochs} epochs were trained and {final.name} was saved")
-    return update_record(layout, record, status="finished", reason="completed before the interrupt took effect")
+    return update_record(
+        layout, record, status="finished", reason="completed before the interrupt took effect", trainer=None
+    )

@@ -78,7 +78,7 @@ class RunWatcher:
         from kohya_wrap.commands.train import lost_trainer
 
         progress = self.progress(layout)
-        lost = lost_trainer(layout, record) if record.status == "running" else None
+        lost = lost_trainer(layout, record)
         running = record.status == "running" and lost is None
         loss = progress.loss
         return RunSummary(

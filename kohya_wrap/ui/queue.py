@@ -11,12 +11,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kohya_wrap.errors import KohyaWrapError, RunError
-from kohya_wrap.queue.store import QueueError
+from kohya_wrap.queue.store import HOLDING_STATES, RETRYABLE_STATES, QueueError
 from kohya_wrap.train.layout import RunLayout
 from kohya_wrap.ui.app import UiContext, error_response, read_json
 
 if TYPE_CHECKING:
     from kohya_wrap.queue.store import Job
+    from kohya_wrap.train.runs import RunRecord
 
 
 def snapshot(ctx: UiContext) -> dict[str, Any]:
@@ -57,31 +58,32 @@ def run_actions(ctx: UiContext, layout: RunLayout, status: str) -> list[str]:
     A run started with `kohya-wrap train` (no queue row) stops through its trainer process and resumes
     through the queue, like any other.
     """
+    from kohya_wrap.commands.train import live_trainer, resumable
+
     job = job_for_run(ctx, layout)
+    record = _record(layout)
     actions = []
-    if job is not None and job.state in ("queued", "claimed", "running") and status != "finished":
+    if job is not None and job.state in HOLDING_STATES and status != "finished":
         actions.append("stop")
-    elif job is not None and job.state in ("failed", "cancelled", "interrupted") and status != "finished":
+    elif job is not None and job.state in RETRYABLE_STATES and status != "finished":
         actions.append("resume")
-    elif job is None and (state := trainer_here(layout)) == "alive":
+    elif job is None and record is not None and live_trainer(record) is not None:
         actions.append("stop")
-    elif job is None and (status in ("interrupted", "failed") or state == "gone"):
+    elif job is None and record is not None and resumable(record):
         actions.append("resume")
     if layout.config.is_file():
         actions.append("queue-again")
     return actions
 
 
-def trainer_here(layout: RunLayout) -> str:
-    """Whether the process run.json names as training the run still runs here: `alive` (the page can stop
-    it), `gone` (killed: it can resume), `elsewhere` or `none`."""
-    from kohya_wrap.commands.train import trainer_state
+def _record(layout: RunLayout) -> RunRecord | None:
+    """The run's run.json; None when it cannot be read (the page then offers no stop or resume)."""
     from kohya_wrap.train.runs import read_record
 
     try:
-        return trainer_state(read_record(layout))[0]
+        return read_record(layout)
     except KohyaWrapError:
-        return "none"
+        return None
 
 
 def job_action(ctx: UiContext, job_id: int, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -194,8 +196,8 @@ def run_action_routes(ctx: UiContext) -> list[BaseRoute]:
             if action not in ("stop", "resume"):
                 raise RunError(f"run: unknown action {action!r}; use stop, resume or queue-again")
             found = job_for_run(ctx, layout)
-            held = found is not None and found.state in ("queued", "claimed", "running")
-            stopped = found is not None and found.state in ("failed", "cancelled", "interrupted")
+            held = found is not None and found.state in HOLDING_STATES
+            stopped = found is not None and found.state in RETRYABLE_STATES
             if action == "stop":
                 # Queued runs stop through the queue; one started with `kohya-wrap train` through its trainer.
                 return (
