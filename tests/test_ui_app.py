@@ -411,12 +411,17 @@ def test_a_run_whose_trainer_was_killed_resumes_from_its_page(tmp_path: Path, mo
     config = write_project(tmp_path)
     monkeypatch.setenv("FAKE_SD_LOG", SIMPLE)
     run = train(config)
+    client = make_client(tmp_path)
+    assert post(client, f"/runs/{run.name}/resume", {}) == (
+        400,
+        {"ok": False, "errors": [f"queue: {run.name} is finished; only an interrupted or failed run resumes"]},
+    )
+    assert not (tmp_path / "runs" / "queue.sqlite3").exists()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     record = json.loads((run / "run.json").read_text())
     record.update(status="running", trainer=f"{socket.gethostname()}/{dead.pid}/")  # as kill -9 leaves it
     (run / "run.json").write_text(json.dumps(record))
-    client = make_client(tmp_path)
     page = client.get(f"/runs/{run.name}").text
     assert 'data-action="resume"' in page and 'data-action="stop"' not in page
     assert f"its trainer (pid {dead.pid}) is gone: `kohya-wrap train --resume {run}` continues it" in page
